@@ -1,0 +1,12 @@
+storage "raft" {
+  path    = "/openbao/data"
+  node_id = "compose-1"
+}
+listener "tcp" {
+  address         = "0.0.0.0:8200"
+  cluster_address = "0.0.0.0:8201"
+  tls_disable     = true
+}
+api_addr     = "http://127.0.0.1:8200"
+cluster_addr = "https://openbao:8201"
+ui           = false

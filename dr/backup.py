@@ -1,0 +1,216 @@
+"""`dr backup`: snapshot -> checks -> envelope -> store; catalog beside it; manifest last.
+
+Order matters (restic's "write data, then index, then snapshot"):
+1. preflight the store (versioning), build the recipients, find the active node;
+2. make the data key and wrap it for every recipient, so an unknown KMS key fails
+   before a single byte is uploaded;
+3. list kv-v1 paths, read the server clock, stream the snapshot through the checker
+   and the encryptor into the store, read the clock again;
+4. walk the catalog (list and metadata only), encrypt it, store it;
+5. write manifest.json, the commit marker: only now is the backup listed.
+On any failure the objects this run wrote are deleted and no manifest is written. What a
+kill leaves has no manifest: it is never listed or restored, and is for retention to
+remove.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import dr
+from dr.config import Config
+from dr.crypto.envelope import EncryptingReader
+from dr.crypto.recipients import KeyWrapper, WrapContext, build_recipients, new_data_key
+from dr.errors import UsageError
+from dr.manifest import (
+    CATALOG_NAME,
+    MANIFEST_NAME,
+    SNAPSHOT_NAME,
+    Layout,
+    Manifest,
+    ObjectRecord,
+    new_backup_id,
+)
+from dr.progress import NullProgress, Progress
+from dr.storage.base import BackupStore, ObjectRef
+from dr.storage.factory import open_store
+from dr.vault.catalog import CatalogWalker
+from dr.vault.client import connect
+from dr.vault.clock import calibrate
+from dr.vault.raft import stream_snapshot
+from dr.vault.snapshot import SnapshotChecker, checked_stream
+
+log = logging.getLogger(__name__)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class BackupResult:
+    manifest: Manifest
+    manifest_ref: ObjectRef
+    store: str
+    seconds: float
+
+
+def check_offline_recipient(config: Config, wrappers: Iterable[KeyWrapper]) -> None:
+    if config.encryption.require_offline and not any(w.offline for w in wrappers):
+        raise UsageError(
+            f"{config.source}: encryption.require_offline is set but no recipient is offline; "
+            "add a keyfile or x25519 recipient"
+        )
+
+
+def run_backup(
+    config: Config,
+    *,
+    token: str | None = None,
+    progress: Progress | None = None,
+    store: BackupStore | None = None,
+) -> BackupResult:
+    started = time.monotonic()
+    progress = progress or NullProgress()
+    store = store or open_store(config.storage)
+    store.preflight(write=True)
+    wrappers = build_recipients(config.encryption)
+    check_offline_recipient(config, wrappers)
+    conn = connect(config.vault, token if token is not None else config.vault.token())
+    server = conn.server_info()
+    layout = Layout(config.storage.prefix, config.cluster)
+    created = datetime.now(UTC)
+    backup_id = new_backup_id(created)
+    log.info(
+        "backup %s of %s (%s %s) started", backup_id, conn.addr, server.product, server.version
+    )
+
+    data_key, stanzas = new_data_key(wrappers, WrapContext(config.cluster, backup_id))
+    walker = CatalogWalker(conn)
+    walker.mounts()  # fails early, before any upload, if the token cannot read sys/mounts
+    walker.prewalk()
+
+    written: list[ObjectRef] = []
+    try:
+        clock = calibrate(conn.server_time)
+        window_start = clock.earliest(time.time())
+        checker = SnapshotChecker()
+        snap_ctx = layout.context(backup_id, SNAPSHOT_NAME)
+        snap_reader = EncryptingReader(
+            checked_stream(stream_snapshot(conn), checker),
+            data_key,
+            snap_ctx,
+            frame_size=config.encryption.frame_size,
+        )
+        progress.label = "snapshot"
+        snap_ref = store.put_stream(
+            layout.key(backup_id, SNAPSHOT_NAME),
+            snap_reader,
+            metadata={"backup-id": backup_id, "object": "snapshot"},
+            progress=progress,
+        )
+        written.append(snap_ref)
+        progress.finish()
+        window_end = clock.latest(time.time())
+        info = checker.finish()
+        log.info(
+            "snapshot stored: %d bytes, raft index %d term %d",
+            snap_reader.plaintext_size,
+            info.index,
+            info.term,
+        )
+
+        catalog = walker.walk(config.cluster, backup_id, window_start, window_end)
+        catalog_json = json.dumps(catalog.to_json(), separators=(",", ":")).encode()
+        cat_ctx = layout.context(backup_id, CATALOG_NAME)
+        cat_reader = EncryptingReader(
+            [catalog_json], data_key, cat_ctx, frame_size=config.encryption.frame_size
+        )
+        del catalog_json
+        cat_ref = store.put_stream(
+            layout.key(backup_id, CATALOG_NAME),
+            cat_reader,
+            metadata={"backup-id": backup_id, "object": "catalog"},
+        )
+        written.append(cat_ref)
+        counts = catalog.counts()
+        log.info("catalog stored: %d secrets in %d mounts", counts["secrets"], counts["mounts"])
+
+        manifest = Manifest(
+            cluster=config.cluster,
+            backup_id=backup_id,
+            created_at=_iso(created),
+            completed_at=_iso(datetime.now(UTC)),
+            tool_version=dr.__version__,
+            vault={
+                "addr": conn.addr,
+                "product": server.product,
+                "version": server.version,
+                "cluster_id": server.cluster_id,
+                "cluster_name": server.cluster_name,
+            },
+            snapshot=_record(snap_ref, snap_ctx, snap_reader),
+            snapshot_info={
+                "raft_index": info.index,
+                "raft_term": info.term,
+                "raft_version": info.version,
+                "state_sha256": info.state_sha256,
+                "state_size": info.state_size,
+                "window_start": round(window_start, 6),
+                "window_end": round(window_end, 6),
+                "clock_uncertainty": round(clock.uncertainty, 6),
+            },
+            catalog=_record(cat_ref, cat_ctx, cat_reader),
+            catalog_counts=counts,
+            encryption={
+                "format": "vault-dr-envelope-v1",
+                "frame_size": config.encryption.frame_size,
+            },
+            recipients=stanzas,
+        )
+        manifest.seal(data_key)
+        # The commit marker: everything it names is stored, so the backup now exists.
+        manifest_ref = store.put_bytes(
+            layout.key(backup_id, MANIFEST_NAME),
+            manifest.dumps(),
+            metadata={"backup-id": backup_id},
+        )
+    except BaseException:
+        progress.finish()
+        _discard(store, written)
+        raise
+    seconds = time.monotonic() - started
+    log.info("backup %s complete in %.1f s", backup_id, seconds)
+    return BackupResult(manifest, manifest_ref, store.describe(), seconds)
+
+
+def _record(ref: ObjectRef, context: str, reader: EncryptingReader) -> ObjectRecord:
+    return ObjectRecord(
+        key=ref.key,
+        version_id=ref.version_id,
+        context=context,
+        plaintext_size=reader.plaintext_size,
+        plaintext_sha256=reader.plaintext_sha256,
+        ciphertext_size=reader.ciphertext_size,
+        ciphertext_sha256=reader.ciphertext_sha256,
+    )
+
+
+def _discard(store: BackupStore, refs: list[ObjectRef]) -> None:
+    """Delete what a failed run wrote. Without a manifest it would never be listed or
+    restored anyway; this keeps the bucket from filling with orphans."""
+    for ref in refs:
+        try:
+            store.delete(ref.key, ref.version_id)
+        except Exception as exc:  # best effort: the original failure is what matters
+            log.warning(
+                "could not delete %s after the failure (%s); it has no manifest and is never "
+                "restored",
+                ref.key,
+                exc,
+            )

@@ -1,0 +1,146 @@
+"""`dr backup`, `dr list`, `dr verify`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from dr.backup import run_backup
+from dr.backups import list_backups, resolve_backup
+from dr.cli.main import State, pass_state
+from dr.crypto.recipients import build_recipients
+from dr.manifest import Layout, Manifest
+from dr.progress import Progress, human_bytes
+from dr.storage.factory import open_store
+from dr.verify import verify_backup
+
+
+def _progress(state: State, label: str) -> Progress:
+    return Progress(label, enabled=None if not state.quiet else False)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def summary(m: Manifest) -> dict[str, Any]:
+    """What `dr list --json` shows per backup: no secrets, no wrapped keys."""
+    return {
+        "backup_id": m.backup_id,
+        "cluster": m.cluster,
+        "created_at": m.created_at,
+        "completed_at": m.completed_at,
+        "vault": m.vault,
+        "raft_index": m.snapshot_info.get("raft_index"),
+        "raft_term": m.snapshot_info.get("raft_term"),
+        "snapshot_bytes": m.snapshot.plaintext_size,
+        "snapshot_stored_bytes": m.snapshot.ciphertext_size,
+        "catalog_secrets": m.catalog_counts.get("secrets"),
+        "recipients": [f"{s.type}:{s.name}" for s in m.recipients],
+        "version_ids": {
+            "snapshot": m.snapshot.version_id,
+            "catalog": m.catalog.version_id,
+        },
+    }
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def backup(state: State, as_json: bool) -> None:
+    """Take, check, encrypt and store a snapshot and catalog; print the backup id.
+
+    Exits 0 only once the manifest (the commit marker) is stored.
+    """
+    config = state.config()
+    result = run_backup(config, progress=_progress(state, "snapshot"))
+    m = result.manifest
+    if as_json:
+        _emit_json({**summary(m), "store": result.store, "seconds": round(result.seconds, 3)})
+    else:
+        click.echo(m.backup_id)
+
+
+@click.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the backups as JSON.")
+@pass_state
+def list_(state: State, as_json: bool) -> None:
+    """List complete backups, newest first."""
+    config = state.config()
+    store = open_store(config.storage)
+    store.preflight(write=False)
+    listing = list_backups(store, Layout(config.storage.prefix, config.cluster))
+    if as_json:
+        _emit_json(
+            {
+                "cluster": config.cluster,
+                "store": store.describe(),
+                "backups": [summary(m) for m in listing.backups],
+                "incomplete": listing.incomplete,
+                "unreadable": listing.unreadable,
+            }
+        )
+        return
+    rows = [("BACKUP ID", "CREATED", "SNAPSHOT", "RAFT INDEX", "SECRETS", "RECIPIENTS", "VERSION")]
+    for m in listing.backups:
+        rows.append(
+            (
+                m.backup_id,
+                m.created_at,
+                human_bytes(m.snapshot.plaintext_size),
+                str(m.snapshot_info.get("raft_index", "")),
+                str(m.catalog_counts.get("secrets", "")),
+                ",".join(f"{s.type}:{s.name}" for s in m.recipients),
+                (m.snapshot.version_id or "-")[:16],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not listing.backups:
+        click.echo(f"(no backups of {config.cluster} in {store.describe()})", err=True)
+    if listing.incomplete:
+        click.echo(
+            f"note: {len(listing.incomplete)} incomplete backup(s) without a manifest "
+            "(failed or killed runs); they are never restored",
+            err=True,
+        )
+    for bad in listing.unreadable:
+        click.echo(f"warning: unreadable manifest {bad}", err=True)
+
+
+@click.command()
+@click.option(
+    "--backup",
+    "which",
+    default="latest",
+    show_default=True,
+    metavar="ID|latest",
+    help="Which backup to verify.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def verify(state: State, which: str, as_json: bool) -> None:
+    """Download a backup, authenticate every frame and check the snapshot inside.
+
+    Needs read access to the store and one working recipient; no Vault.
+    """
+    config = state.config()
+    store = open_store(config.storage)
+    store.preflight(write=False)
+    manifest = resolve_backup(store, Layout(config.storage.prefix, config.cluster), which)
+    wrappers = build_recipients(config.encryption)
+    result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        click.echo(
+            f"backup {result.backup_id} OK: {human_bytes(result.snapshot_bytes)} snapshot at "
+            f"raft index {result.raft_index}, {result.catalog_secrets} cataloged secrets, "
+            f"opened with {result.recipient}, {result.seconds:.1f} s"
+        )
+
+
+COMMANDS = (backup, list_, verify)

@@ -1,0 +1,157 @@
+"""`aws-kms` recipient: the data key made and wrapped by AWS KMS (or a KMS-compatible API).
+
+GenerateDataKey makes the data key when KMS is the first recipient; Encrypt wraps a key
+made elsewhere. Both carry an EncryptionContext naming the cluster and the backup id:
+KMS refuses to decrypt with any other context, so a wrapped key cannot be moved to
+another backup, and CloudTrail shows which backup was decrypted.
+
+Retries are botocore's (standard mode), not hand-written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from dr.config import RecipientConfig
+from dr.crypto.recipients import Stanza, WrapContext, b64d, b64e, register
+from dr.errors import IntegrityError, KeyAccessError
+
+_RETRIES = {"mode": "standard", "max_attempts": 4}
+
+
+class AwsKmsRecipient:
+    type_name = "aws-kms"
+    offline = False
+
+    def __init__(
+        self,
+        name: str,
+        key_id: str,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        connect_timeout: float = 5,
+        read_timeout: float = 30,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.name = name
+        self.key_id = key_id
+        self.region = region
+        self.endpoint_url = endpoint_url
+        retries = dict(_RETRIES)
+        if max_attempts is not None:
+            retries["max_attempts"] = max_attempts
+        self._boto_config = BotoConfig(
+            retries=retries,  # type: ignore[arg-type]
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+        )
+        self._client: Any = None
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"aws-kms {self.key_id}{where}"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = boto3.client(
+                "kms",
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=self._boto_config,
+            )
+        return self._client
+
+    def _fail(self, operation: str, exc: Exception) -> KeyAccessError:
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            msg = exc.response.get("Error", {}).get("Message", "")
+            if code == "NotFoundException":
+                return KeyAccessError(
+                    f"KMS {operation}: key {self.key_id} not found"
+                    f"{' in ' + self.region if self.region else ''} ({msg}); check the "
+                    "recipient's key_id and region"
+                )
+            if code in ("AccessDeniedException", "UnrecognizedClientException"):
+                return KeyAccessError(
+                    f"KMS {operation} on {self.key_id} was denied ({code}: {msg}); "
+                    "grant kms:GenerateDataKey/Encrypt/Decrypt (see terraform/)"
+                )
+            if code in ("DisabledException", "KMSInvalidStateException"):
+                return KeyAccessError(
+                    f"KMS key {self.key_id} cannot be used ({code}: {msg}); "
+                    "use another recipient or re-enable the key"
+                )
+            return KeyAccessError(f"KMS {operation} on {self.key_id} failed: {code}: {msg}")
+        if isinstance(exc, EndpointConnectionError):
+            return KeyAccessError(
+                f"KMS {operation} failed: cannot reach the KMS endpoint "
+                f"{exc.kwargs.get('endpoint_url', self.endpoint_url or '')}; check the network "
+                "or open the backup with another recipient"
+            )
+        return KeyAccessError(f"KMS {operation} on {self.key_id} failed: {exc}")
+
+    def generate(self, context: WrapContext) -> tuple[bytes, Stanza]:
+        try:
+            resp = self.client.generate_data_key(
+                KeyId=self.key_id, KeySpec="AES_256", EncryptionContext=context.as_mapping()
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("GenerateDataKey", exc) from None
+        return bytes(resp["Plaintext"]), self._stanza(resp)
+
+    def wrap(self, data_key: bytes, context: WrapContext) -> Stanza:
+        try:
+            resp = self.client.encrypt(
+                KeyId=self.key_id, Plaintext=data_key, EncryptionContext=context.as_mapping()
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("Encrypt", exc) from None
+        return self._stanza(resp)
+
+    def _stanza(self, resp: dict[str, Any]) -> Stanza:
+        # KeyId in the response is the key's ARN: record it so unwrap names the exact
+        # key even when the config used an alias that later moved.
+        return Stanza(
+            "aws-kms",
+            self.name,
+            str(resp.get("KeyId") or self.key_id),
+            {"ciphertext": b64e(bytes(resp["CiphertextBlob"])), "alias": self.key_id},
+        )
+
+    def matches(self, stanza: Stanza) -> bool:
+        return stanza.type == "aws-kms"
+
+    def unwrap(self, stanza: Stanza, context: WrapContext) -> bytes:
+        blob = b64d(stanza.body.get("ciphertext", ""), "aws-kms stanza ciphertext")
+        try:
+            resp = self.client.decrypt(
+                CiphertextBlob=blob, KeyId=stanza.key_id, EncryptionContext=context.as_mapping()
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "InvalidCiphertextException":
+                raise IntegrityError(
+                    f"KMS refused the wrapped key of backup {context.backup_id}: it was made "
+                    "for another backup or cluster, or the manifest was altered"
+                ) from None
+            raise self._fail("Decrypt", exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("Decrypt", exc) from None
+        return bytes(resp["Plaintext"])
+
+
+@register("aws-kms")
+def _factory(config: RecipientConfig) -> AwsKmsRecipient:
+    opts = config.options
+    return AwsKmsRecipient(
+        config.name,
+        opts["key_id"],
+        region=opts.get("region"),
+        endpoint_url=opts.get("endpoint_url"),
+    )

@@ -1,0 +1,181 @@
+"""Recipients: the key wrappers that protect each backup's data key.
+
+A backup's 256-bit data key is wrapped once per configured recipient; each wrapping is
+a `Stanza` stored in the backup's manifest (restic's key-file idea), so any one
+recipient can unwrap it, and `dr rewrap` can add or drop recipients by writing a new
+manifest without touching the data. Every wrap is bound to a `WrapContext` (cluster and
+backup id): a stanza copied into another backup's manifest does not unwrap there.
+
+Types are registered in `RECIPIENT_TYPES`, keyed by the config's `type`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dr.config import EncryptionConfig, RecipientConfig
+from dr.errors import DRError, IntegrityError, KeyAccessError
+
+log = logging.getLogger(__name__)
+
+DATA_KEY_SIZE = 32
+
+
+@dataclass(frozen=True)
+class WrapContext:
+    cluster: str
+    backup_id: str
+
+    def as_mapping(self) -> dict[str, str]:
+        """The context as KMS EncryptionContext (visible in CloudTrail)."""
+        return {"vault-dr:cluster": self.cluster, "vault-dr:backup-id": self.backup_id}
+
+    def as_bytes(self) -> bytes:
+        """Canonical bytes for AEAD associated data."""
+        return f"vault-dr wrap v1\ncluster={self.cluster}\nbackup={self.backup_id}\n".encode()
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One wrapping of the data key, as stored in manifest.json. Holds no secret."""
+
+    type: str
+    name: str
+    key_id: str
+    body: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "key_id": self.key_id, **self.body}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Stanza:
+        try:
+            body = {k: str(v) for k, v in data.items() if k not in ("type", "name", "key_id")}
+            return cls(str(data["type"]), str(data["name"]), str(data["key_id"]), body)
+        except (KeyError, TypeError) as exc:
+            raise IntegrityError(f"manifest recipient entry is malformed ({exc})") from None
+
+
+class KeyWrapper(Protocol):
+    """A recipient. `generate` may return None when the type cannot make keys."""
+
+    type_name: str
+    name: str
+    offline: bool  # True when it needs no online service (break-glass)
+
+    def describe(self) -> str: ...
+
+    def wrap(self, data_key: bytes, context: WrapContext) -> Stanza: ...
+
+    def unwrap(self, stanza: Stanza, context: WrapContext) -> bytes: ...
+
+    def matches(self, stanza: Stanza) -> bool: ...
+
+    def generate(self, context: WrapContext) -> tuple[bytes, Stanza] | None: ...
+
+
+RecipientFactory = Callable[[RecipientConfig], KeyWrapper]
+RECIPIENT_TYPES: dict[str, RecipientFactory] = {}
+
+
+def register(type_name: str) -> Callable[[RecipientFactory], RecipientFactory]:
+    def deco(factory: RecipientFactory) -> RecipientFactory:
+        RECIPIENT_TYPES[type_name] = factory
+        return factory
+
+    return deco
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise IntegrityError(f"{what} is not valid base64") from None
+
+
+def build_recipients(config: EncryptionConfig) -> list[KeyWrapper]:
+    _load_builtin_types()
+    return [RECIPIENT_TYPES[r.type](r) for r in config.recipients]
+
+
+def _load_builtin_types() -> None:
+    # Imported for their @register side effect; kept lazy so that importing this
+    # module does not pull boto3 in for a keyfile-only demo.
+    from dr.crypto import awskms, keyfile  # noqa: F401
+
+
+def new_data_key(
+    wrappers: Sequence[KeyWrapper], context: WrapContext
+) -> tuple[bytes, list[Stanza]]:
+    """Make a fresh data key and wrap it for every recipient.
+
+    The first recipient that can generate keys (a KMS) makes it, so the key comes from
+    the KMS's generator; otherwise os.urandom. Any failure aborts: a backup that some
+    configured recipient cannot open is not the backup the operator asked for.
+    """
+    if not wrappers:
+        raise KeyAccessError("no encryption recipients configured (encryption.recipients)")
+    data_key: bytes | None = None
+    stanzas: list[Stanza] = []
+    first = wrappers[0].generate(context)
+    if first is not None:
+        data_key, stanza = first
+        stanzas.append(stanza)
+        rest: Iterable[KeyWrapper] = wrappers[1:]
+    else:
+        data_key = os.urandom(DATA_KEY_SIZE)
+        rest = wrappers
+    if len(data_key) != DATA_KEY_SIZE:
+        raise KeyAccessError(f"recipient {wrappers[0].describe()} returned a key of wrong size")
+    stanzas.extend(w.wrap(data_key, context) for w in rest)
+    return data_key, stanzas
+
+
+def unwrap_data_key(
+    stanzas: Sequence[Stanza], wrappers: Sequence[KeyWrapper], context: WrapContext
+) -> tuple[bytes, Stanza]:
+    """Try every configured recipient against every stanza it matches; first wins.
+
+    The result is only trusted after the envelope's key commitment accepts it, which
+    the caller gets for free by decrypting with it.
+    """
+    failures: list[str] = []
+    integrity_only = True
+    tried = False
+    for wrapper in wrappers:
+        for stanza in stanzas:
+            if not wrapper.matches(stanza):
+                continue
+            tried = True
+            try:
+                key = wrapper.unwrap(stanza, context)
+            except DRError as exc:
+                log.debug("recipient %s could not unwrap: %s", wrapper.describe(), exc)
+                failures.append(f"{wrapper.describe()}: {exc}")
+                integrity_only = integrity_only and isinstance(exc, IntegrityError)
+                continue
+            if len(key) != DATA_KEY_SIZE:
+                failures.append(f"{wrapper.describe()}: unwrapped key has the wrong size")
+                continue
+            return key, stanza
+    if not tried:
+        have = ", ".join(f"{s.type}:{s.name}" for s in stanzas) or "none"
+        mine = ", ".join(w.describe() for w in wrappers) or "none"
+        raise KeyAccessError(
+            f"none of the configured recipients ({mine}) can open this backup, "
+            f"which is wrapped for: {have}"
+        )
+    if integrity_only:
+        # Every recipient that answered says the stanza is not authentic: the backup
+        # failed authentication (exit 6), which is not the same as a key we cannot reach.
+        raise IntegrityError("the data key did not authenticate: " + "; ".join(failures))
+    raise KeyAccessError("could not unwrap the data key: " + "; ".join(failures))

