@@ -46,7 +46,7 @@ class AwsKmsRecipient:
         if max_attempts is not None:
             retries["max_attempts"] = max_attempts
         self._boto_config = BotoConfig(
-            retries=retries,  # type: ignore[arg-type]
+            retries=retries,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )

@@ -1,0 +1,75 @@
+"""Drill runtimes: where a throwaway Vault runs for a drill.
+
+A runtime starts an uninitialized Vault/OpenBao server that nothing else uses, reachable
+from the host through an `Endpoint`, with no network beyond loopback where the runtime
+allows it (a restored Vault tries to revoke leases against the REAL databases and
+clouds; FACTS.md). The server's config always enables the unauthenticated
+generate-root endpoints, so the drill can make a root token from the source cluster's
+unseal keys that is valid only inside the throwaway.
+
+Runtimes register in `RUNTIMES` by name ("process", "container"); `auto` picks the
+container runtime when a Docker engine answers, else the process runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from dr.drill.endpoint import Endpoint
+
+
+@dataclass(frozen=True)
+class RuntimeRequest:
+    """What the drill asks for: the backup's product and version, and a private dir."""
+
+    product: str  # "openbao" | "vault"
+    version: str  # e.g. "2.7.2"
+    workdir: Path  # a private (0700) directory the runtime may use; removed by the caller
+    binary: Path | None = None  # process runtime: drill.binary
+    image: str | None = None  # container runtime: drill.image
+
+
+@dataclass
+class ThrowawayVault:
+    """A running, uninitialized throwaway server. `stop()` must leave nothing behind:
+    no process, container, network, socket or port; it is idempotent."""
+
+    endpoint: Endpoint
+    product: str
+    version: str
+    isolation: str  # what isolation applied, in words, for the report
+    runtime: str  # "process" | "container"
+    stop: Callable[[], None]
+    logs: Callable[[], str] = field(default=lambda: "")
+    details: dict[str, str] = field(default_factory=dict)  # pid, container id, image...
+
+
+class DrillRuntime(Protocol):
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """(usable here, why not) without side effects."""
+        ...
+
+    def start(self, request: RuntimeRequest) -> ThrowawayVault:
+        """Start the server and wait until its HTTP API answers (501: uninitialized).
+
+        On failure, everything already started is stopped before raising
+        dr.errors.DRError (or a subclass) with a one-line reason.
+        """
+        ...
+
+
+RuntimeFactory = Callable[[], DrillRuntime]
+RUNTIMES: dict[str, RuntimeFactory] = {}
+
+
+def register(name: str) -> Callable[[RuntimeFactory], RuntimeFactory]:
+    def deco(factory: RuntimeFactory) -> RuntimeFactory:
+        RUNTIMES[name] = factory
+        return factory
+
+    return deco
