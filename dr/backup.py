@@ -25,7 +25,13 @@ from datetime import UTC, datetime
 import dr
 from dr.config import Config
 from dr.crypto.envelope import EncryptingReader
-from dr.crypto.recipients import KeyWrapper, WrapContext, build_recipients, new_data_key
+from dr.crypto.recipients import (
+    KeyWrapper,
+    WrapContext,
+    build_recipients,
+    check_outside,
+    new_data_key,
+)
 from dr.errors import UsageError
 from dr.manifest import (
     CATALOG_NAME,
@@ -60,6 +66,16 @@ class BackupResult:
     seconds: float
 
 
+def check_backup_config(config: Config) -> None:
+    """A break-glass config (no vault, no recipients) can verify and restore, not back up."""
+    for needed, key in (
+        (config.vault.addrs, "vault.addr"),
+        (config.encryption.recipients, "encryption.recipients"),
+    ):
+        if not needed:
+            raise UsageError(f"{config.source}: dr backup needs {key}; see docs/config.md")
+
+
 def check_offline_recipient(config: Config, wrappers: Iterable[KeyWrapper]) -> None:
     if config.encryption.require_offline and not any(w.offline for w in wrappers):
         raise UsageError(
@@ -77,12 +93,14 @@ def run_backup(
 ) -> BackupResult:
     started = time.monotonic()
     progress = progress or NullProgress()
+    check_backup_config(config)
     store = store or open_store(config.storage)
     store.preflight(write=True)
     wrappers = build_recipients(config.encryption)
     check_offline_recipient(config, wrappers)
     conn = connect(config.vault, token if token is not None else config.vault.token())
     server = conn.server_info()
+    check_outside(wrappers, server.cluster_id)  # no transit key inside this cluster
     layout = Layout(config.storage.prefix, config.cluster)
     created = datetime.now(UTC)
     backup_id = new_backup_id(created)

@@ -55,6 +55,10 @@ class VaultConfig:
         return token
 
 
+# The vault section of a config without one (break-glass): no node to back up from.
+NO_VAULT = VaultConfig(addrs=())
+
+
 @dataclass(frozen=True)
 class S3StorageConfig:
     bucket: str
@@ -202,11 +206,40 @@ def _keyfile_options(s: Section, base: Path) -> dict[str, Any]:
     return {"path": _path(s, "path", base, required=True)}
 
 
-# Recipient types and the parser of their own keys. New types (x25519, vault-transit)
-# register here and in dr/crypto/recipients.py.
+def _x25519_options(s: Section, base: Path) -> dict[str, Any]:
+    # Imported here: dr.crypto imports this module. The check is the codec's own, so a
+    # mistyped recipient fails at load time with its location, not at the first backup.
+    from dr.crypto.x25519 import parse_recipient
+
+    recipient = s.req_str("recipient")
+    try:
+        parse_recipient(recipient)
+    except ValueError as exc:
+        raise s.error("recipient", str(exc)) from None
+    return {"recipient": recipient, "identity": _path(s, "identity", base)}
+
+
+def _transit_options(s: Section, base: Path) -> dict[str, Any]:
+    addr = s.req_str("addr", pattern=r"https?://\S+", hint="http(s)://host:port")
+    return {
+        "addr": addr.rstrip("/"),
+        "key": s.req_str("key", pattern=r"[A-Za-z0-9._-]+"),
+        "mount": s.text("mount", "transit", pattern=r"[A-Za-z0-9._/-]+"),
+        "token_env": s.text("token_env", "VAULT_TRANSIT_TOKEN", pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
+        "token_file": _path(s, "token_file", base),
+        "namespace": s.text("namespace"),
+        "ca_cert": _path(s, "ca_cert", base),
+        "timeout": s.duration("timeout", 30.0),
+    }
+
+
+# Recipient types and the parser of their own keys; each type also registers its
+# factory in dr/crypto/recipients.py (RECIPIENT_TYPES).
 RECIPIENT_OPTIONS: dict[str, Callable[[Section, Path], dict[str, Any]]] = {
     "aws-kms": _kms_options,
     "keyfile": _keyfile_options,
+    "x25519": _x25519_options,
+    "vault-transit": _transit_options,
 }
 
 
@@ -251,9 +284,15 @@ def parse_config(
     )
     config = Config(
         cluster=cluster,
-        vault=parse_with(top.section("vault"), lambda s: _vault(s, base_dir)),
+        # vault and encryption may be left out: a break-glass config (runbooks/
+        # break-glass.md) needs only cluster and storage, with --identity and --to.
+        vault=parse_with(top.section("vault"), lambda s: _vault(s, base_dir))
+        if top.has("vault")
+        else NO_VAULT,
         storage=parse_with(top.section("storage"), lambda s: _storage(s, base_dir)),
-        encryption=parse_with(top.section("encryption"), lambda s: _encryption(s, base_dir)),
+        encryption=parse_with(top.section("encryption"), lambda s: _encryption(s, base_dir))
+        if top.has("encryption")
+        else EncryptionConfig(recipients=()),
         drill=parse_with(top.section("drill"), lambda s: _drill(s, base_dir)),
         source=source,
         base_dir=base_dir,

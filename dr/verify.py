@@ -24,24 +24,30 @@ from dr.manifest import Manifest, ObjectRecord
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore
 from dr.vault.catalog import Catalog
-from dr.vault.snapshot import SnapshotChecker
+from dr.vault.snapshot import SnapshotChecker, SnapshotInfo
 
 log = logging.getLogger(__name__)
 
 
 class HashingReader:
-    """Counts and hashes the ciphertext as the decryptor pulls it."""
+    """Counts and hashes the ciphertext as the decryptor pulls it; optionally copies it
+    to `tee` (a local spool of CIPHERTEXT, so a restore downloads once)."""
 
-    def __init__(self, raw: BinaryIO, progress: Progress | None = None) -> None:
+    def __init__(
+        self, raw: BinaryIO, progress: Progress | None = None, tee: BinaryIO | None = None
+    ) -> None:
         self.raw = raw
         self.sha = hashlib.sha256()
         self.size = 0
         self.progress = progress
+        self.tee = tee
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.sha.update(data)
         self.size += len(data)
+        if self.tee is not None:
+            self.tee.write(data)
         if self.progress is not None and data:
             self.progress(len(data))
         return data
@@ -76,13 +82,14 @@ def decrypted_object(
     data_key: bytes,
     *,
     progress: Progress | None = None,
+    tee: BinaryIO | None = None,
 ) -> Iterator[bytes]:
     """Stream an object's authenticated plaintext; at the end check sizes and hashes
     against the manifest record, raising IntegrityError before the generator ends."""
     plain_sha = hashlib.sha256()
     plain_size = 0
     with store.open_stream(record.key, record.version_id) as raw:
-        hashing = HashingReader(raw, progress)
+        hashing = HashingReader(raw, progress, tee)
         for frame in decrypt_stream(hashing, data_key, record.context):  # type: ignore[arg-type]
             plain_sha.update(frame)
             plain_size += len(frame)
@@ -115,6 +122,32 @@ def load_catalog(store: BackupStore, manifest: Manifest, data_key: bytes) -> Cat
     return catalog
 
 
+def authenticate_snapshot(
+    store: BackupStore,
+    manifest: Manifest,
+    data_key: bytes,
+    *,
+    progress: Progress | None = None,
+    tee: BinaryIO | None = None,
+) -> SnapshotInfo:
+    """Download the snapshot, authenticate every frame, check the raft snapshot inside
+    (gzip, tar, SHA256SUMS) and compare it with the manifest. Plaintext is dropped
+    frame by frame; only ciphertext may be kept (`tee`)."""
+    checker = SnapshotChecker()
+    for frame in decrypted_object(store, manifest.snapshot, data_key, progress=progress, tee=tee):
+        checker.feed(frame)
+    info = checker.finish()
+    expected = manifest.snapshot_info
+    if info.index != expected.get("raft_index") or info.state_sha256 != expected.get(
+        "state_sha256"
+    ):
+        raise IntegrityError(
+            f"snapshot of {manifest.backup_id} is not the one its manifest describes "
+            "(raft index or state.bin sha256 differ)"
+        )
+    return info
+
+
 def verify_backup(
     store: BackupStore,
     manifest: Manifest,
@@ -126,25 +159,16 @@ def verify_backup(
     progress = progress or NullProgress()
     data_key, stanza = unlock(manifest, wrappers)
     checks = [f"data key unwrapped by {stanza.type}:{stanza.name}", "manifest MAC"]
-
-    checker = SnapshotChecker()
     progress.label = "verify"
-    for frame in decrypted_object(store, manifest.snapshot, data_key, progress=progress):
-        checker.feed(frame)
+    info = authenticate_snapshot(store, manifest, data_key, progress=progress)
     progress.finish()
-    info = checker.finish()
-    checks += ["snapshot frames authenticated", "snapshot sizes and sha256", "snapshot tar"]
-    checks.append("snapshot SHA256SUMS")
-    expected = manifest.snapshot_info
-    if info.index != expected.get("raft_index") or info.state_sha256 != expected.get(
-        "state_sha256"
-    ):
-        raise IntegrityError(
-            f"snapshot of {manifest.backup_id} is not the one its manifest describes "
-            "(raft index or state.bin sha256 differ)"
-        )
-    checks.append("raft index and state.bin match the manifest")
-
+    checks += [
+        "snapshot frames authenticated",
+        "snapshot sizes and sha256",
+        "snapshot tar",
+        "snapshot SHA256SUMS",
+        "raft index and state.bin match the manifest",
+    ]
     catalog = load_catalog(store, manifest, data_key)
     if catalog.counts()["secrets"] != manifest.catalog_counts.get("secrets"):
         raise IntegrityError(f"catalog of {manifest.backup_id} has a different path count")

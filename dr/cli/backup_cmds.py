@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,7 +11,7 @@ import click
 from dr.backup import run_backup
 from dr.backups import list_backups, resolve_backup
 from dr.cli.main import State, pass_state
-from dr.crypto.recipients import build_recipients
+from dr.crypto.recipients import select_wrappers
 from dr.manifest import Layout, Manifest
 from dr.progress import Progress, human_bytes
 from dr.storage.factory import open_store
@@ -121,17 +122,23 @@ def list_(state: State, as_json: bool) -> None:
     help="Which backup to verify.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An offline identity (dr keygen) or key file, tried before the configured "
+    "recipients: works when no KMS is reachable.",
+)
 @pass_state
-def verify(state: State, which: str, as_json: bool) -> None:
+def verify(state: State, which: str, as_json: bool, identity: Path | None) -> None:
     """Download a backup, authenticate every frame and check the snapshot inside.
 
-    Needs read access to the store and one working recipient; no Vault.
+    Needs read access to the store and one working recipient (or --identity); no Vault.
     """
     config = state.config()
     store = open_store(config.storage)
     store.preflight(write=False)
     manifest = resolve_backup(store, Layout(config.storage.prefix, config.cluster), which)
-    wrappers = build_recipients(config.encryption)
+    wrappers = select_wrappers(config.encryption, identity)
     result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
     if as_json:
         _emit_json(result.to_json())

@@ -2,6 +2,287 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import click
 
-COMMANDS: tuple[click.Command, ...] = ()
+from dr.backups import resolve_backup
+from dr.cli.main import State, pass_state
+from dr.config import Config
+from dr.crypto.recipients import KeyWrapper, select_wrappers
+from dr.errors import UsageError
+from dr.manifest import Layout, Manifest
+from dr.progress import Progress, human_bytes
+from dr.storage.base import BackupStore
+from dr.storage.factory import open_store
+
+identity_option = click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An offline identity file (dr keygen): tried first, e.g. when the KMS is gone.",
+)
+
+
+def wrappers_for(config: Config, identity: Path | None) -> list[KeyWrapper]:
+    """The recipients to try: the --identity first when given, then the configured ones."""
+    return select_wrappers(config.encryption, identity)
+
+
+def open_backup(state: State, which: str) -> tuple[Config, BackupStore, Manifest]:
+    config = state.config()
+    store = open_store(config.storage)
+    store.preflight(write=False)
+    manifest = resolve_backup(store, Layout(config.storage.prefix, config.cluster), which)
+    return config, store, manifest
+
+
+def _progress(state: State, label: str) -> Progress:
+    return Progress(label, enabled=None if not state.quiet else False)
+
+
+@click.command()
+@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest")
+@click.option("--to", "target", required=True, metavar="ADDR", help="The Vault to restore into.")
+@click.option(
+    "--token-env",
+    default=None,
+    metavar="VAR",
+    help="Variable holding a token of the TARGET (before the restore). Default: vault.token_env.",
+)
+@click.option(
+    "--verify-token-env",
+    default=None,
+    metavar="VAR",
+    help="Variable holding a SOURCE-cluster token that can read every path, used after "
+    "the restore to verify it. Default: the same as --token-env.",
+)
+@click.option(
+    "--unseal-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='The source cluster\'s unseal keys (operator init JSON, or {"keys": [...]}). '
+    "Default: drill.unseal_keys_file.",
+)
+@click.option("--no-verify", is_flag=True, help="Skip checking every cataloged path afterwards.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@identity_option
+@pass_state
+def restore(
+    state: State,
+    which: str,
+    target: str,
+    token_env: str | None,
+    verify_token_env: str | None,
+    unseal_keys_file: Path | None,
+    no_verify: bool,
+    yes: bool,
+    as_json: bool,
+    identity: Path | None,
+) -> None:
+    """Restore a backup into the Vault at ADDR, unseal it with the source cluster's keys,
+    and check that it serves every cataloged path.
+
+    Every frame is authenticated before the first byte is sent to Vault.
+    """
+    from dr.restore import RestoreRequest, run_restore
+
+    config, store, manifest = open_backup(state, which)
+    token_var = token_env or config.vault.token_env
+    token = os.environ.get(token_var, "").strip()
+    if not token:
+        raise UsageError(f"no token for the target: set the environment variable {token_var}")
+    verify_var = verify_token_env or token_var
+    verify_token = os.environ.get(verify_var, "").strip()
+    if not verify_token and not no_verify:
+        raise UsageError(f"no token to verify with: set {verify_var} or pass --no-verify")
+
+    def confirm(question: str) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise UsageError(f"{question} Refusing without confirmation: pass --yes")
+        click.confirm(question, abort=True, err=True)
+
+    result = run_restore(
+        RestoreRequest(
+            config=config,
+            store=store,
+            manifest=manifest,
+            wrappers=wrappers_for(config, identity),
+            target=target.rstrip("/"),
+            token=token,
+            verify_token=None if no_verify else verify_token,
+            unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
+            confirm=confirm,
+            progress=_progress(state, "fetch"),
+        )
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(result.summary())
+    if not result.passed:
+        from dr.errors import DrillFailed
+
+        raise DrillFailed(
+            "the restored Vault does not serve every cataloged path: "
+            + " | ".join(result.failures()[:3])
+        )
+
+
+@click.command()
+@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the decrypted raft snapshot (created 0600).",
+)
+@identity_option
+@pass_state
+def decrypt(state: State, which: str, output: Path, identity: Path | None) -> None:
+    """Write a backup's decrypted raft snapshot to a file, for a manual restore with
+    `bao|vault operator raft snapshot restore -force FILE`.
+
+    The file is as secret as Vault itself: it is written 0600 and only after every
+    frame authenticated; delete it after use.
+    """
+    from dr.restore import fetch_backup
+
+    config, store, manifest = open_backup(state, which)
+    if output.exists():
+        raise UsageError(f"{output} exists; refusing to overwrite it")
+    with fetch_backup(
+        store, manifest, wrappers_for(config, identity), progress=_progress(state, "fetch")
+    ) as fetched:
+        partial = output.with_name(f".{output.name}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for frame in fetched.plaintext():
+                    out.write(frame)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, output)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    click.echo(
+        f"warning: {output} holds the decrypted snapshot of {manifest.backup_id}: it is as "
+        "secret as Vault itself; delete it after the restore",
+        err=True,
+    )
+    click.echo(
+        f"{output}: {human_bytes(manifest.snapshot.plaintext_size)} raft snapshot at index "
+        f"{fetched.info.index}; restore with: bao operator raft snapshot restore -force {output}"
+    )
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from dr.configschema import parse_duration
+    from dr.errors import ConfigError
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value, "command line", f"--{param.name}".replace("_", "-"))
+    except ConfigError as exc:
+        raise click.BadParameter(exc.problem) from None
+
+
+@click.command()
+@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest|random")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "process", "container"]),
+    default=None,
+    help="Where the throwaway Vault runs (default: drill.runtime, else auto).",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the JSON and Markdown reports here.",
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JUnit XML report here.",
+)
+@click.option(
+    "--unseal-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The source cluster's unseal keys (default: drill.unseal_keys_file).",
+)
+@click.option(
+    "--rto-objective",
+    callback=_duration,
+    metavar="DURATION",
+    help="Fail (exit 11) when the RTO is above this (default: drill.rto_objective).",
+)
+@click.option(
+    "--max-backup-age",
+    callback=_duration,
+    metavar="DURATION",
+    help="Fail (exit 12) when the backup is older (default: drill.max_backup_age).",
+)
+@click.option(
+    "--allow-version-mismatch",
+    is_flag=True,
+    help="Warn instead of refusing when the runtime's product/version differs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
+@identity_option
+@pass_state
+def drill(
+    state: State,
+    which: str,
+    runtime: str | None,
+    report_dir: Path | None,
+    junit: Path | None,
+    unseal_keys_file: Path | None,
+    rto_objective: float | None,
+    max_backup_age: float | None,
+    allow_version_mismatch: bool,
+    as_json: bool,
+    identity: Path | None,
+) -> None:
+    """Restore a backup into a throwaway Vault, check every cataloged path, time the RTO.
+
+    Exit codes: 0 passed, 10 items failed, 11 RTO above objective, 12 backup too old,
+    6 backup failed authentication (no Vault is started then).
+    """
+    from dr.drill.drill import DrillOptions, run_drill
+    from dr.drill.report import exit_code, to_json, to_markdown, verdict, write_reports
+    from dr.errors import DRError, ExitCode
+
+    config, store, manifest = open_backup(state, which)
+    options = DrillOptions(
+        runtime=runtime or config.drill.runtime,
+        allow_version_mismatch=allow_version_mismatch,
+        unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
+        rto_objective=rto_objective if rto_objective is not None else config.drill.rto_objective,
+        max_backup_age=(
+            max_backup_age if max_backup_age is not None else config.drill.max_backup_age
+        ),
+    )
+    result = run_drill(config, store, manifest, wrappers_for(config, identity), options)
+    for path in write_reports(result, report_dir, junit):
+        click.echo(f"report: {path}", err=True)
+    if as_json:
+        click.echo(json.dumps(to_json(result), indent=2))
+    else:
+        click.echo(to_markdown(result), nl=False)
+    code = exit_code(result)
+    if code != ExitCode.OK:
+        error = DRError(f"drill of {result.backup_id}: {verdict(result)}")
+        error.exit_code = (
+            ExitCode(code) if code in ExitCode._value2member_map_ else ExitCode.INTERNAL
+        )
+        raise error
+
+
+COMMANDS: tuple[click.Command, ...] = (restore, decrypt, drill)

@@ -89,10 +89,16 @@ class AwsKmsRecipient:
                 )
             return KeyAccessError(f"KMS {operation} on {self.key_id} failed: {code}: {msg}")
         if isinstance(exc, EndpointConnectionError):
+            # Opening a backup has a way around a KMS that is gone: an offline identity.
+            way_out = (
+                ", or pass --identity FILE to open the backup with an offline identity"
+                if operation == "Decrypt"
+                else ""
+            )
             return KeyAccessError(
-                f"KMS {operation} failed: cannot reach the KMS endpoint "
-                f"{exc.kwargs.get('endpoint_url', self.endpoint_url or '')}; check the network "
-                "or open the backup with another recipient"
+                f"KMS {operation} with key {self.key_id} failed: cannot reach the KMS endpoint "
+                f"{exc.kwargs.get('endpoint_url', self.endpoint_url or '')}; check the "
+                f"network{way_out}"
             )
         return KeyAccessError(f"KMS {operation} on {self.key_id} failed: {exc}")
 

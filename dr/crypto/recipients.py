@@ -16,10 +16,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from dr.config import EncryptionConfig, RecipientConfig
-from dr.errors import DRError, IntegrityError, KeyAccessError
+from dr.errors import DRError, IntegrityError, KeyAccessError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,41 @@ def build_recipients(config: EncryptionConfig) -> list[KeyWrapper]:
 def _load_builtin_types() -> None:
     # Imported for their @register side effect; kept lazy so that importing this
     # module does not pull boto3 in for a keyfile-only demo.
-    from dr.crypto import awskms, keyfile  # noqa: F401
+    from dr.crypto import awskms, keyfile, transit, x25519  # noqa: F401
+
+
+def select_wrappers(encryption: EncryptionConfig | None, identity: Path | None) -> list[KeyWrapper]:
+    """The recipients to try when opening a backup: `--identity FILE` first (an offline
+    x25519 identity from `dr keygen`, or a key file), then the configured ones.
+
+    The identity goes first so that a recovery never waits on a KMS that is gone, and
+    it is used whether or not the config names it.
+    """
+    wrappers: list[KeyWrapper] = []
+    if identity is not None:
+        from dr.crypto.identity import load_identity
+
+        wrappers.append(load_identity(identity))
+    if encryption is not None:
+        wrappers.extend(build_recipients(encryption))
+    if not wrappers:
+        raise UsageError(
+            "no recipient to open the backup with: configure encryption.recipients or pass "
+            "--identity FILE"
+        )
+    return wrappers
+
+
+def check_outside(wrappers: Iterable[KeyWrapper], cluster_id: str) -> None:
+    """Refuse a recipient that lives inside the cluster being backed up.
+
+    Types that can live in a Vault (vault-transit) have `check_not_inside(cluster_id)`;
+    it raises UsageError when their key is in that cluster.
+    """
+    for wrapper in wrappers:
+        check: Callable[[str], None] | None = getattr(wrapper, "check_not_inside", None)
+        if check is not None:
+            check(cluster_id)
 
 
 def new_data_key(
@@ -151,7 +186,10 @@ def unwrap_data_key(
     failures: list[str] = []
     integrity_only = True
     tried = False
+    unmatched: list[str] = []  # e.g. an --identity for another key: say so
     for wrapper in wrappers:
+        if not any(wrapper.matches(stanza) for stanza in stanzas):
+            unmatched.append(wrapper.describe())
         for stanza in stanzas:
             if not wrapper.matches(stanza):
                 continue
@@ -167,15 +205,17 @@ def unwrap_data_key(
                 failures.append(f"{wrapper.describe()}: unwrapped key has the wrong size")
                 continue
             return key, stanza
+    have = ", ".join(f"{s.type}:{s.name}" for s in stanzas) or "none"
     if not tried:
-        have = ", ".join(f"{s.type}:{s.name}" for s in stanzas) or "none"
         mine = ", ".join(w.describe() for w in wrappers) or "none"
         raise KeyAccessError(
             f"none of the configured recipients ({mine}) can open this backup, "
-            f"which is wrapped for: {have}"
+            f"which is wrapped for: {have}; pass --identity FILE if you hold its offline "
+            "identity"
         )
     if integrity_only:
         # Every recipient that answered says the stanza is not authentic: the backup
         # failed authentication (exit 6), which is not the same as a key we cannot reach.
         raise IntegrityError("the data key did not authenticate: " + "; ".join(failures))
-    raise KeyAccessError("could not unwrap the data key: " + "; ".join(failures))
+    others = f"; {', '.join(unmatched)}: not among its recipients ({have})" if unmatched else ""
+    raise KeyAccessError("could not unwrap the data key: " + "; ".join(failures) + others)

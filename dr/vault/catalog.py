@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote as _quote
 
 from dr.vault.client import VaultConnection
 
@@ -132,6 +133,11 @@ class Catalog:
         )
 
 
+def quote(path: str) -> str:
+    """Percent-encode a kv path for a URL: names may hold '%', '?', '#' or spaces."""
+    return _quote(path, safe="/")
+
+
 def parse_time(text: str) -> float | None:
     """Vault's RFC 3339 times with nanoseconds -> epoch seconds (float)."""
     if not text:
@@ -234,7 +240,7 @@ class CatalogWalker:
         stack = [""]
         while stack:
             prefix = stack.pop()
-            keys = self.conn.list(f"/v1/{base}{prefix}", operation)
+            keys = self.conn.list(f"/v1/{base}{quote(prefix)}", operation)
             for key in sorted(keys, reverse=True):
                 if key.endswith("/"):
                     stack.append(prefix + key)
@@ -268,7 +274,7 @@ class CatalogWalker:
         for mount in self._kv_mounts(2):
             for path in self._list_tree(f"{mount.path}metadata/", f"list {mount.path}metadata"):
                 resp = self.conn.get(
-                    f"/v1/{mount.path}metadata/{path}", f"read {mount.path}metadata"
+                    f"/v1/{mount.path}metadata/{quote(path)}", f"read {mount.path}metadata"
                 )
                 if not resp:
                     # Deleted (metadata and all) between list and read: it was written

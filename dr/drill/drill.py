@@ -1,0 +1,284 @@
+"""`dr drill`: prove a backup restorable in a throwaway Vault, and time the recovery.
+
+Stages (each timed; RTO = drill start to verified):
+  fetch        unwrap the data key, download, authenticate every frame, check the
+               snapshot, decrypt the catalog. A backup that fails here never reaches
+               a Vault: no runtime is even started.
+  provision    start a throwaway server (process or container runtime), init, unseal.
+  restore      forced restore (the throwaway is another cluster), wait for the
+               self-seal, unseal with the SOURCE cluster's keys, wait until active.
+  authenticate generate a root token from the source unseal keys, valid only in the
+               throwaway (never a production token).
+  verify       check every cataloged item (dr/drill/checks.py).
+  teardown     revoke the token, stop the server, remove every temp file.
+RPO at drill time = drill start - the backup's created_at.
+
+Everything started is stopped in `finally`, also on SIGINT/SIGTERM (the CLI turns
+SIGTERM into an exception so these blocks run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dr.config import Config
+from dr.crypto.recipients import KeyWrapper
+from dr.drill.checks import CheckReport, check_catalog
+from dr.drill.runtime import RUNTIMES, DrillRuntime, RuntimeRequest, ThrowawayVault
+from dr.errors import DRError, UsageError
+from dr.manifest import Manifest
+from dr.restore import FetchedBackup, fetch_backup, reseal_and_unseal, restore_snapshot
+from dr.storage.base import BackupStore
+from dr.vault.generate_root import RootToken, generate_root, revoke_self
+from dr.vault.seal import NodeAPI, UnsealKeys, load_unseal_keys
+
+log = logging.getLogger(__name__)
+
+STAGES = ("fetch", "provision", "restore", "authenticate", "verify", "teardown")
+
+
+@dataclass
+class DrillOptions:
+    runtime: str = "auto"  # auto | process | container
+    allow_version_mismatch: bool = False
+    unseal_keys_file: Path | None = None
+    rto_objective: float | None = None
+    max_backup_age: float | None = None
+    workdir_parent: Path | None = None
+
+
+@dataclass
+class DrillResult:
+    backup_id: str
+    cluster: str
+    backup_created_at: str
+    started_at: str
+    runtime: str = ""
+    isolation: str = ""
+    product: str = ""
+    version: str = ""
+    backup_product: str = ""
+    backup_version: str = ""
+    version_warning: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    rto_seconds: float | None = None
+    rpo_seconds: float = 0.0
+    rto_objective: float | None = None
+    max_backup_age: float | None = None
+    checks: CheckReport | None = None
+    error: str = ""  # the error that stopped the drill, if any
+    error_code: int = 0
+    secrets_in_catalog: int = 0
+    snapshot_bytes: int = 0
+    raft_index: int | None = None
+    recipient: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.checks is not None and self.checks.passed and not self.error
+
+    @property
+    def rto_exceeded(self) -> bool:
+        return (
+            self.rto_objective is not None
+            and self.rto_seconds is not None
+            and self.rto_seconds > self.rto_objective
+        )
+
+    @property
+    def too_old(self) -> bool:
+        return self.max_backup_age is not None and self.rpo_seconds > self.max_backup_age
+
+    @property
+    def passed(self) -> bool:
+        return self.verified and not self.rto_exceeded and not self.too_old
+
+
+class StageClock:
+    def __init__(self, result: DrillResult) -> None:
+        self.result = result
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        log.info("drill stage %s started", name)
+        try:
+            yield
+        finally:
+            self.result.stages[name] = time.monotonic() - start
+            log.info("drill stage %s: %.2f s", name, self.result.stages[name])
+
+
+def choose_runtime(name: str) -> DrillRuntime:
+    _load_runtimes()
+    if name == "auto":
+        container = RUNTIMES["container"]()
+        ok, why = container.available()
+        if ok:
+            return container
+        log.info("container runtime unavailable (%s); using the process runtime", why)
+        return RUNTIMES["process"]()
+    if name not in RUNTIMES:
+        raise UsageError(f"unknown drill runtime '{name}'; use auto, process or container")
+    runtime = RUNTIMES[name]()
+    ok, why = runtime.available()
+    if not ok:
+        raise UsageError(f"the {name} drill runtime is not available here: {why}")
+    return runtime
+
+
+def _load_runtimes() -> None:
+    # Imported for their @register side effect; lazily, so `dr backup` never imports
+    # testcontainers/docker.
+    from dr.drill import container_runtime, process_runtime  # noqa: F401
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def check_versions(result: DrillResult, allow_mismatch: bool) -> None:
+    if (result.product, result.version) == (result.backup_product, result.backup_version):
+        return
+    message = (
+        f"the drill runtime runs {result.product} {result.version} but the backup was taken "
+        f"from {result.backup_product} {result.backup_version}"
+    )
+    if not allow_mismatch:
+        raise UsageError(
+            message + "; use a matching drill.binary/drill.image, or --allow-version-mismatch"
+        )
+    result.version_warning = message
+    log.warning("WARNING: %s; the drill proves less than it should", message)
+
+
+def run_drill(
+    config: Config,
+    store: BackupStore,
+    manifest: Manifest,
+    wrappers: Sequence[KeyWrapper],
+    options: DrillOptions,
+) -> DrillResult:
+    """Run one drill. Never raises for a drill FAILURE (missing paths, RTO): those are
+    in the result; raises DRError only for usage errors found before anything started."""
+    t0 = time.monotonic()
+    now = datetime.now(UTC)
+    result = DrillResult(
+        backup_id=manifest.backup_id,
+        cluster=manifest.cluster,
+        backup_created_at=manifest.created_at,
+        started_at=_iso(now),
+        backup_product=str(manifest.vault.get("product", "")),
+        backup_version=str(manifest.vault.get("version", "")),
+        rto_objective=options.rto_objective,
+        max_backup_age=options.max_backup_age,
+        secrets_in_catalog=int(manifest.catalog_counts.get("secrets", 0)),
+        snapshot_bytes=manifest.snapshot.plaintext_size,
+        raft_index=manifest.snapshot_info.get("raft_index"),
+    )
+    result.rpo_seconds = (now - _parse_iso(manifest.created_at)).total_seconds()
+    keys_file = options.unseal_keys_file
+    if keys_file is None:
+        raise UsageError(
+            "a drill needs the source cluster's unseal keys: set drill.unseal_keys_file or "
+            "pass --unseal-keys-file"
+        )
+    keys = load_unseal_keys(keys_file)
+    runtime = choose_runtime(options.runtime)
+    result.runtime = runtime.name
+    clock = StageClock(result)
+    workdir = Path(tempfile.mkdtemp(prefix="dr-drill-", dir=options.workdir_parent))
+    os.chmod(workdir, 0o700)
+    fetched: FetchedBackup | None = None
+    vault: ThrowawayVault | None = None
+    token: RootToken | None = None
+    node: NodeAPI | None = None
+    try:
+        with clock.stage("fetch"):
+            fetched = fetch_backup(store, manifest, wrappers, spool_parent=workdir)
+            result.recipient = f"{fetched.stanza.type}:{fetched.stanza.name}"
+        with clock.stage("provision"):
+            vault = runtime.start(
+                RuntimeRequest(
+                    product=result.backup_product or "openbao",
+                    version=result.backup_version,
+                    workdir=workdir,
+                    binary=config.drill.binary,
+                    image=config.drill.image,
+                )
+            )
+            result.product, result.version = vault.product, vault.version
+            result.isolation = vault.isolation
+            check_versions(result, options.allow_version_mismatch)
+            node = NodeAPI(
+                vault.endpoint.session(), vault.endpoint.base_url, vault.endpoint.describe()
+            )
+            init_token = _init_and_unseal(node)
+        with clock.stage("restore"):
+            restore_snapshot(
+                node.session, node.base_url, init_token, fetched, force=True, label=node.label
+            )
+            fetched.close()
+            reseal_and_unseal(node, keys, expect_reseal=True)
+        with clock.stage("authenticate"):
+            token = generate_root(node, keys)
+        with clock.stage("verify"):
+            result.checks = check_catalog(vault.endpoint, token.token, fetched.catalog)
+        result.rto_seconds = time.monotonic() - t0
+    except DRError as exc:
+        result.error = exc.message
+        result.error_code = int(exc.exit_code)
+        log.debug("drill failed", exc_info=True)
+    finally:
+        with clock.stage("teardown"):
+            _teardown(node, token, vault, fetched, workdir)
+    return result
+
+
+def _init_and_unseal(node: NodeAPI) -> str:
+    body = node.call(
+        "PUT", "sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=120
+    ).json()
+    throwaway_keys = UnsealKeys(tuple(body["keys_base64"]), "the throwaway's own init")
+    node.unseal(throwaway_keys)
+    node.wait_active()
+    return str(body["root_token"])
+
+
+def _teardown(
+    node: NodeAPI | None,
+    token: RootToken | None,
+    vault: ThrowawayVault | None,
+    fetched: FetchedBackup | None,
+    workdir: Path,
+) -> None:
+    if node is not None and token is not None:
+        try:
+            revoke_self(node, token)
+        except DRError as exc:
+            log.warning(
+                "could not revoke the drill's root token (%s); the server is "
+                "being destroyed anyway",
+                exc,
+            )
+    if vault is not None:
+        try:
+            vault.stop()
+        except Exception as exc:
+            log.error("could not stop the drill's %s runtime cleanly: %s", vault.runtime, exc)
+    if fetched is not None:
+        fetched.close()
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Small OS helpers shared by the drill runtimes: network namespaces, socket paths, owners.
+
+- `netns_support()`: can this process start a server in a private network namespace
+  (root, `unshare` and `ip` present, and the kernel lets us)?
+- `net_interfaces(pid)`: the interfaces a process sees, read from /proc; the runtimes
+  check it after start, so the isolation written in the report was observed, not assumed.
+- `socket_dir(preferred)`: a unix socket path must fit in sun_path (108 bytes); pytest
+  and CI temp dirs can be longer, so a short private dir is used instead when needed.
+- `owner_token()`/`owner_alive()`: who started a throwaway server ("host:pid:starttime").
+  A drill killed with SIGKILL runs no cleanup; the next drill finds servers whose owner
+  is gone (by this token) and removes them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+# Exec the server in a fresh network namespace whose only interface is loopback (up).
+# `sh -c SCRIPT BINARY ARGS...`: $0 is the binary, "$@" its arguments; `exec` keeps one
+# process (unshare without --fork execs too), so the server's pid is the child's pid.
+NETNS_ARGV_PREFIX: tuple[str, ...] = (
+    "unshare",
+    "--net",
+    "--",
+    "sh",
+    "-c",
+    'ip link set lo up && exec "$0" "$@"',
+)
+SUN_PATH_MAX = 100  # sun_path is 108 bytes with the NUL; keep a margin
+OWNER_ENV = "DR_DRILL_OWNER"
+OWNER_LABEL = "dr.drill.owner"
+
+
+@functools.cache
+def netns_support() -> tuple[bool, str]:
+    """(True, "") when a private network namespace can be made here, else (False, why)."""
+    if os.geteuid() != 0:
+        return False, "not running as root"
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    if missing:
+        return False, f"{' and '.join(missing)} not found"
+    probe = subprocess.run(
+        [*NETNS_ARGV_PREFIX, "true"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return False, f"unshare --net failed: {probe.stderr.strip()[:200]}"
+    return True, ""
+
+
+def net_interfaces(pid: int) -> list[str]:
+    """Names of the network interfaces process `pid` sees (from /proc/PID/net/dev)."""
+    lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)
+
+
+def socket_dir(preferred: Path) -> tuple[Path, bool]:
+    """A 0700 directory for a unix socket: `preferred`, or a short private one.
+
+    Returns (directory, created_elsewhere); the caller removes a directory made
+    elsewhere when it is done.
+    """
+    if len(str(preferred / "bao.sock")) <= SUN_PATH_MAX:
+        preferred.mkdir(mode=0o700, parents=True, exist_ok=True)
+        preferred.chmod(0o700)
+        return preferred, False
+    base = tempfile.gettempdir()
+    if len(base) > SUN_PATH_MAX - 30:
+        base = "/tmp"  # noqa: S108 - mkdtemp below makes a private 0700 directory
+    return Path(tempfile.mkdtemp(prefix="dr-drill-", dir=base)), True
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name (field 2) may hold spaces, so split after ")".
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_token(pid: int | None = None) -> str:
+    """'host:pid:starttime' of this process (or `pid`): unique even when pids are reused."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def owner_alive(token: str) -> bool:
+    """False only when `token` names a process on this host that no longer runs.
+
+    Tokens from other hosts, or that do not parse, count as alive: never clean up what
+    might belong to someone else.
+    """
+    host, _, rest = token.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    current = _start_time(int(pid_text))
+    return current is not None and (start == "?" or current == start)
+
+
+def process_owner(pid: int) -> str | None:
+    """The OWNER_ENV value in process `pid`'s environment, if readable."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = f"{OWNER_ENV}=".encode()
+    for item in environ.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
+class Teardown:
+    """Idempotent cleanup for one throwaway server; also runs at interpreter exit.
+
+    Steps run in order, once; every step runs even when an earlier one fails, and the
+    first failure is raised afterwards. A drill interrupted by SIGINT, or by SIGTERM
+    turned into an exception (dr.cli.main does that), still leaves nothing behind.
+    """
+
+    _pending: ClassVar[set[Teardown]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *steps: Callable[[], None]) -> None:
+        self._steps = list(steps)
+        self._done = False
+        with Teardown._lock:
+            Teardown._pending.add(self)
+
+    def __call__(self) -> None:
+        with Teardown._lock:
+            if self._done:
+                return
+            self._done = True
+            Teardown._pending.discard(self)
+        first: BaseException | None = None
+        for step in self._steps:
+            try:
+                step()
+            except BaseException as exc:  # every step gets its turn
+                first = first or exc
+        if first is not None:
+            raise first
+
+    @classmethod
+    def run_all(cls) -> None:
+        with cls._lock:
+            pending = list(cls._pending)
+        for teardown in pending:
+            with contextlib.suppress(Exception):
+                teardown()
+
+
+atexit.register(Teardown.run_all)

@@ -1,0 +1,189 @@
+"""Drill reports: JSON (schema in docs/drill-report.md), Markdown (a CI job summary),
+JUnit XML (one test case per check family), and the exit code.
+
+Exit code precedence: the error that stopped the drill (6 authentication, 3 Vault, ...)
+> 10 items failed > 11 RTO above objective > 12 backup older than max_backup_age > 0.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import dr
+from dr.drill.drill import STAGES, DrillResult
+from dr.errors import ExitCode
+
+REPORT_FORMAT = 1
+
+
+def exit_code(result: DrillResult) -> int:
+    if result.error_code:
+        return result.error_code
+    if result.checks is None or not result.checks.passed:
+        return int(ExitCode.DRILL_FAILED)
+    if result.rto_exceeded:
+        return int(ExitCode.RTO_EXCEEDED)
+    if result.too_old:
+        return int(ExitCode.BACKUP_TOO_OLD)
+    return int(ExitCode.OK)
+
+
+def verdict(result: DrillResult) -> str:
+    if result.error:
+        return f"FAILED: {result.error}"
+    if result.checks is None or not result.checks.passed:
+        failures = result.checks.failures() if result.checks else []
+        return "FAILED: " + ("; ".join(failures[:3]) or "verification did not run")
+    if result.rto_exceeded:
+        return (
+            f"FAILED: RTO {result.rto_seconds:.1f} s is above the objective "
+            f"{result.rto_objective:.0f} s"
+        )
+    if result.too_old:
+        return (
+            f"FAILED: the backup is {result.rpo_seconds / 3600:.1f} h old, above "
+            f"max_backup_age {result.max_backup_age / 3600 if result.max_backup_age else 0:.1f} h"
+        )
+    return "PASSED"
+
+
+def to_json(result: DrillResult) -> dict[str, Any]:
+    return {
+        "format": REPORT_FORMAT,
+        "tool_version": dr.__version__,
+        "passed": result.passed,
+        "exit_code": exit_code(result),
+        "verdict": verdict(result),
+        "backup": {
+            "id": result.backup_id,
+            "cluster": result.cluster,
+            "created_at": result.backup_created_at,
+            "product": result.backup_product,
+            "version": result.backup_version,
+            "snapshot_bytes": result.snapshot_bytes,
+            "raft_index": result.raft_index,
+            "catalog_secrets": result.secrets_in_catalog,
+            "recipient": result.recipient,
+        },
+        "drill": {
+            "started_at": result.started_at,
+            "runtime": result.runtime,
+            "isolation": result.isolation,
+            "product": result.product,
+            "version": result.version,
+            "version_warning": result.version_warning or None,
+        },
+        "stages": {name: round(result.stages[name], 3) for name in STAGES if name in result.stages},
+        "rto_seconds": None if result.rto_seconds is None else round(result.rto_seconds, 3),
+        "rto_objective_seconds": result.rto_objective,
+        "rpo_seconds": round(result.rpo_seconds, 3),
+        "max_backup_age_seconds": result.max_backup_age,
+        "checks": None if result.checks is None else result.checks.to_json(),
+        "error": result.error or None,
+    }
+
+
+def _fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f} s"
+
+
+def to_markdown(result: DrillResult) -> str:
+    icon = "✅" if result.passed else "❌"
+    lines = [
+        f"## {icon} vault-dr drill of `{result.backup_id}` ({result.cluster}): {verdict(result)}",
+        "",
+        f"- RTO: **{_fmt(result.rto_seconds)}**"
+        + (f" (objective {result.rto_objective:.0f} s)" if result.rto_objective else ""),
+        f"- RPO at drill time: **{result.rpo_seconds / 60:.1f} min** (backup taken "
+        f"{result.backup_created_at})",
+        f"- Runtime: {result.runtime or '-'} ({result.product} {result.version}); "
+        f"isolation: {result.isolation or '-'}",
+        f"- Backup: {result.backup_product} {result.backup_version}, "
+        f"{result.snapshot_bytes} bytes, raft index {result.raft_index}, "
+        f"{result.secrets_in_catalog} cataloged secrets, opened with {result.recipient or '-'}",
+    ]
+    if result.version_warning:
+        lines.append(f"- ⚠️ {result.version_warning}")
+    lines += ["", "| stage | seconds |", "| --- | ---: |"]
+    for name in STAGES:
+        if name in result.stages:
+            lines.append(f"| {name} | {result.stages[name]:.2f} |")
+    if result.checks is not None:
+        lines += [
+            "",
+            "| check | checked | ok | missing | mismatched | unreadable | extra "
+            "| changed during backup |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for f in result.checks.families:
+            lines.append(
+                f"| {f.name} | {f.checked} | {f.ok} | {f.missing} | {f.mismatched} | "
+                f"{f.unreadable} | {f.extra} | {f.changed_during_backup} |"
+            )
+        failures = result.checks.failures()
+        if failures:
+            lines += ["", "First failures:", *[f"- {line}" for line in failures]]
+    if result.error:
+        lines += ["", f"Error: {result.error}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_junit(result: DrillResult) -> str:
+    suite = ET.Element(
+        "testsuite",
+        name=f"vault-dr drill {result.cluster}",
+        timestamp=result.started_at,
+        time=f"{sum(result.stages.values()):.3f}",
+    )
+    cases: list[tuple[str, float, str | None]] = []
+    if result.error:
+        cases.append(("drill", sum(result.stages.values()), result.error))
+    if result.checks is not None:
+        for fam in result.checks.families:
+            problem = None
+            if fam.failed:
+                firsts = [
+                    x for x in (fam.first_missing, fam.first_mismatched, fam.first_unreadable) if x
+                ]
+                problem = (
+                    f"{fam.missing} missing, {fam.mismatched} mismatched, "
+                    f"{fam.unreadable} unreadable; first: {'; '.join(firsts)}"
+                )
+            cases.append((f"checks.{fam.name}", 0.0, problem))
+    if result.rto_seconds is not None:
+        rto_problem = verdict(result) if result.rto_exceeded else None
+        cases.append(("rto_objective", result.rto_seconds, rto_problem))
+    age_problem = verdict(result) if result.too_old else None
+    cases.append(("backup_age", 0.0, age_problem))
+    failures = 0
+    for name, seconds, problem in cases:
+        case = ET.SubElement(
+            suite, "testcase", classname="vault_dr.drill", name=name, time=f"{seconds:.3f}"
+        )
+        if problem:
+            failures += 1
+            ET.SubElement(case, "failure", message=problem[:500]).text = problem
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_reports(result: DrillResult, report_dir: Path | None, junit: Path | None) -> list[Path]:
+    written: list[Path] = []
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"drill-{result.backup_id}-{result.started_at.replace(':', '')}"
+        json_path = report_dir / f"{stem}.json"
+        json_path.write_text(json.dumps(to_json(result), indent=2) + "\n")
+        md_path = report_dir / f"{stem}.md"
+        md_path.write_text(to_markdown(result))
+        written += [json_path, md_path]
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(to_junit(result))
+        written.append(junit)
+    return written

@@ -1,0 +1,234 @@
+"""`dr rewrap`: add, rotate or remove the recipients of stored backups, data untouched.
+
+The data key of a backup is small and lives, wrapped once per recipient, in the
+backup's manifest.json, outside the manifest's MAC (docs/manifest.md). Rewrapping is
+therefore: open the data key with any recipient that works (the config's, or an
+offline `--identity`), check the manifest's MAC with it, wrap the key for the added
+recipients, and write the manifest again with the new stanza list. snapshot.enc and
+catalog.enc are never read or written: their S3 VersionIds, which the manifest pins,
+stay what they were. On a versioned bucket the old manifest stays in the version
+history; the file store replaces it.
+
+Names: `--add NAME` wraps for the recipient called NAME in the current config;
+`--remove NAME` drops the stanzas called NAME (the names `dr list` shows), whether or
+not the config still has that recipient. Both together for one name replace its stanza
+with one made by the current config (rotation to a new key under the same name).
+Adding a name the backup already has, or removing one it does not have, changes
+nothing, so a rerun is harmless. A backup is never left without a recipient.
+
+Removal is not revocation: whoever held a removed key and a copy of the old manifest
+(or read access to the bucket's version history) can still open that backup, because
+its data key did not change. docs/keys.md says what to do after a key is compromised.
+
+All backups are planned first (opened, MAC checked, new stanzas wrapped) and written
+only when every one of them could be planned, so a missing key fails the run before any
+manifest changes. Each write re-reads the manifest and refuses if it changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dr.backups import list_backups, resolve_backup, unlock
+from dr.config import Config
+from dr.crypto.recipients import (
+    KeyWrapper,
+    Stanza,
+    WrapContext,
+    build_recipients,
+    check_outside,
+    select_wrappers,
+)
+from dr.errors import LockedError, UsageError
+from dr.manifest import MANIFEST_NAME, Layout, Manifest
+from dr.storage.base import BackupStore
+from dr.storage.factory import open_store
+
+log = logging.getLogger(__name__)
+
+
+def _label(stanza: Stanza) -> str:
+    return f"{stanza.type}:{stanza.name}"
+
+
+@dataclass
+class RewrapChange:
+    backup_id: str
+    before: list[str]
+    after: list[str]
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    opened_with: str | None = None
+    manifest_version_id: str | None = None
+    written: bool = False
+    # What the write needs: the manifest as read, and its new stanzas.
+    _manifest: Manifest | None = field(default=None, repr=False)
+    _stanzas: list[Stanza] = field(default_factory=list, repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+    def describe(self) -> str:
+        if not self.changed:
+            return f"{self.backup_id}: unchanged ({', '.join(self.before)})"
+        parts = [f"added {', '.join(self.added)}"] if self.added else []
+        parts += [f"removed {', '.join(self.removed)}"] if self.removed else []
+        version = (
+            f"; manifest version {self.manifest_version_id}" if self.manifest_version_id else ""
+        )
+        return (
+            f"{self.backup_id}: {', '.join(self.before)} -> {', '.join(self.after)} "
+            f"({'; '.join(parts)}{version})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup_id": self.backup_id,
+            "changed": self.changed,
+            "written": self.written,
+            "before": self.before,
+            "after": self.after,
+            "added": self.added,
+            "removed": self.removed,
+            "opened_with": self.opened_with,
+            "manifest_version_id": self.manifest_version_id,
+        }
+
+
+@dataclass
+class RewrapResult:
+    store: str
+    dry_run: bool
+    changes: list[RewrapChange]
+    skipped: list[str]  # unreadable manifests: "id: reason"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "dry_run": self.dry_run,
+            "changed": sum(c.changed for c in self.changes),
+            "backups": [c.to_json() for c in self.changes],
+            "skipped": self.skipped,
+        }
+
+
+class _Openers:
+    """The recipients that open backups, built on first need: a rerun that changes
+    nothing contacts no KMS and needs no identity."""
+
+    def __init__(self, config: Config, identity: Path | None) -> None:
+        self._config = config
+        self._identity = identity
+        self._wrappers: list[KeyWrapper] | None = None
+
+    def get(self) -> list[KeyWrapper]:
+        if self._wrappers is None:
+            self._wrappers = select_wrappers(self._config.encryption, self._identity)
+        return self._wrappers
+
+
+def _adders(config: Config, names: Sequence[str]) -> list[KeyWrapper]:
+    configured = [r.name for r in config.encryption.recipients]
+    for name in names:
+        if name not in configured:
+            have = ", ".join(configured) or "none"
+            raise UsageError(
+                f"--add {name}: {config.source} has no recipient named '{name}' (it has: "
+                f"{have}); add it to encryption.recipients first"
+            )
+    by_name = {w.name: w for w in build_recipients(config.encryption)}
+    return [by_name[n] for n in dict.fromkeys(names)]
+
+
+def plan_one(
+    manifest: Manifest, adders: Sequence[KeyWrapper], remove: set[str], openers: _Openers
+) -> RewrapChange:
+    before = [_label(s) for s in manifest.recipients]
+    kept = [s for s in manifest.recipients if s.name not in remove]
+    removed = [s.name for s in manifest.recipients if s.name in remove]
+    present = {s.name for s in kept}
+    to_add = [w for w in adders if w.name not in present]
+    change = RewrapChange(manifest.backup_id, before, before, removed=removed)
+    if not removed and not to_add:
+        return change
+    if not kept and not to_add:
+        raise UsageError(
+            f"refusing to remove the last recipient of backup {manifest.backup_id} "
+            f"({', '.join(before)}): nothing could open it any more; --add another one"
+        )
+    data_key, used = unlock(manifest, openers.get())  # also checks the manifest's MAC
+    check_outside(to_add, str(manifest.vault.get("cluster_id", "")))
+    context = WrapContext(manifest.cluster, manifest.backup_id)
+    new = [w.wrap(data_key, context) for w in to_add]
+    stanzas = kept + new
+    change.after = [_label(s) for s in stanzas]
+    change.added = [s.name for s in new]
+    change.opened_with = _label(used)
+    change._manifest = manifest
+    change._stanzas = stanzas
+    return change
+
+
+def _write(store: BackupStore, layout: Layout, change: RewrapChange) -> None:
+    manifest = change._manifest
+    assert manifest is not None
+    current = resolve_backup(store, layout, manifest.backup_id)
+    if current.to_json() != manifest.to_json():
+        raise LockedError(
+            f"the manifest of backup {manifest.backup_id} changed while this rewrap ran "
+            "(another rewrap?); nothing was written for it: run dr rewrap again"
+        )
+    manifest.recipients = change._stanzas
+    ref = store.put_bytes(
+        layout.key(manifest.backup_id, MANIFEST_NAME),
+        manifest.dumps(),
+        metadata={"backup-id": manifest.backup_id},
+    )
+    change.manifest_version_id = ref.version_id
+    change.written = True
+    log.info("backup %s rewrapped: %s", manifest.backup_id, change.describe())
+
+
+def run_rewrap(
+    config: Config,
+    *,
+    which: str | None,
+    all_backups: bool,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    identity: Path | None = None,
+    dry_run: bool = False,
+    store: BackupStore | None = None,
+) -> RewrapResult:
+    if not add and not remove:
+        raise UsageError(
+            "nothing to do: give --add NAME and/or --remove NAME (recipient names as in "
+            "the config and in dr list)"
+        )
+    if (which is None) == (not all_backups):
+        raise UsageError("give either --backup ID|latest or --all")
+    adders = _adders(config, add)
+    openers = _Openers(config, identity)
+    store = store or open_store(config.storage)
+    store.preflight(write=not dry_run)
+    layout = Layout(config.storage.prefix, config.cluster)
+    skipped: list[str] = []
+    if all_backups:
+        listing = list_backups(store, layout)
+        manifests, skipped = listing.backups, listing.unreadable
+        for bad in skipped:
+            log.warning("skipping unreadable manifest %s", bad)
+    else:
+        assert which is not None
+        manifests = [resolve_backup(store, layout, which)]
+    changes = [plan_one(m, adders, set(remove), openers) for m in manifests]
+    if not dry_run:
+        for change in changes:
+            if change.changed:
+                _write(store, layout, change)
+    return RewrapResult(store.describe(), dry_run, changes, skipped)

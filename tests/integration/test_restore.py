@@ -1,0 +1,177 @@
+"""`dr restore` and `dr decrypt` against real servers (restore/drill issue, acceptance 1).
+
+The source is the session's populated OpenBao (>= 2,000 secrets); the target is a
+fresh, initialized OpenBao: a different cluster, so the restore is forced, the target
+seals itself, and only the source's unseal keys open it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dr.errors import ExitCode
+from tests.integration.drutil import (
+    dr_json,
+    keyfile_recipient,
+    one_line_error,
+    run_dr,
+    write_config,
+)
+
+
+def write_keys(path: Path, raw: dict[str, Any]) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(raw, fh)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backup(tmp_path_factory: pytest.TempPathFactory, bao: Any) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("restore-src")
+    config = write_config(
+        tmp,
+        addr=bao.addr,
+        storage={"type": "file", "path": str(tmp / "store")},
+        recipients=[keyfile_recipient(tmp)],
+    )
+    backup_id = dr_json("backup", config=config, token=bao.root_token)["backup_id"]
+    keys = write_keys(tmp / "unseal.json", bao.keys.raw)
+    return {"config": config, "id": backup_id, "keys": keys, "tmp": tmp}
+
+
+def read_all(client: Any, bao: Any) -> dict[str, dict[str, str]]:
+    out = {}
+    for full_path in bao.secrets:
+        mount, path = full_path.split("/", 1)
+        if mount == bao.kv1_mount:
+            out[full_path] = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
+        else:
+            out[full_path] = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )["data"]["data"]
+    return out
+
+
+def test_restore_serves_every_secret_bit_for_bit_with_source_tokens(
+    backup: dict[str, Any], bao: Any, fresh_bao: Any
+) -> None:
+    proc = run_dr(
+        "restore",
+        "--backup",
+        backup["id"],
+        "--to",
+        fresh_bao.addr,
+        "--unseal-keys-file",
+        str(backup["keys"]),
+        "--verify-token-env",
+        "SOURCE_TOKEN",
+        "--yes",
+        "--json",
+        config=backup["config"],
+        token=fresh_bao.root_token,
+        env={"SOURCE_TOKEN": bao.root_token},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["forced"] is True and result["resealed"] is True and result["passed"] is True
+    assert result["checks"]["total_checked"] >= len(bao.secrets)
+    # Every secret, bit for bit, with the SOURCE cluster's token.
+    restored = read_all(fresh_bao.client(bao.root_token), bao)
+    differing = [p for p, data in bao.secrets.items() if restored[p] != data]
+    assert not differing, differing[:3]
+    # The target's own root token died with its old keyring.
+    import hvac.exceptions
+
+    with pytest.raises(hvac.exceptions.Forbidden):
+        fresh_bao.client(fresh_bao.root_token).sys.list_mounted_secrets_engines()
+
+
+def test_restore_refuses_without_confirmation_and_leaves_target_alone(
+    backup: dict[str, Any], fresh_bao: Any
+) -> None:
+    client = fresh_bao.client()
+    client.sys.enable_secrets_engine("kv", path="marker", options={"version": "1"})
+    client.secrets.kv.v1.create_or_update_secret(path="m", secret={"v": "1"}, mount_point="marker")
+    proc = run_dr(
+        "restore",
+        "--to",
+        fresh_bao.addr,
+        "--unseal-keys-file",
+        str(backup["keys"]),
+        config=backup["config"],
+        token=fresh_bao.root_token,
+    )
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and "--yes" in line and backup["id"] in line
+    assert client.secrets.kv.v1.read_secret(path="m", mount_point="marker")["data"] == {"v": "1"}
+
+
+def test_tampered_backup_never_reaches_vault(
+    backup: dict[str, Any], fresh_bao: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(backup["tmp"] / "store", store)
+    config = tmp_path / "dr.yaml"
+    config.write_text(
+        backup["config"].read_text().replace(str(backup["tmp"] / "store"), str(store))
+    )
+    snap = next(store.rglob("snapshot.enc"))
+    data = bytearray(snap.read_bytes())
+    data[len(data) - 100] ^= 1  # the last frame: everything before it authenticates
+    snap.write_bytes(bytes(data))
+    client = fresh_bao.client()
+    client.sys.enable_secrets_engine("kv", path="marker", options={"version": "1"})
+    client.secrets.kv.v1.create_or_update_secret(path="m", secret={"v": "2"}, mount_point="marker")
+    spool_parent = tmp_path / "tmp"
+    spool_parent.mkdir()
+    proc = run_dr(
+        "restore",
+        "--to",
+        fresh_bao.addr,
+        "--unseal-keys-file",
+        str(backup["keys"]),
+        "--yes",
+        config=config,
+        token=fresh_bao.root_token,
+        env={"TMPDIR": str(spool_parent)},
+    )
+    one_line_error(proc)
+    assert proc.returncode == ExitCode.INTEGRITY
+    # Nothing was sent: the target still has its own data and keyring, unsealed.
+    assert client.secrets.kv.v1.read_secret(path="m", mount_point="marker")["data"] == {"v": "2"}
+    assert fresh_bao.seal_status()["sealed"] is False
+    assert list(spool_parent.iterdir()) == []  # the ciphertext spool is gone too
+
+
+def test_forced_restore_needs_unseal_keys(backup: dict[str, Any], fresh_bao: Any) -> None:
+    proc = run_dr(
+        "restore",
+        "--to",
+        fresh_bao.addr,
+        "--yes",
+        config=backup["config"],
+        token=fresh_bao.root_token,
+    )
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and "--unseal-keys-file" in line
+
+
+def test_decrypt_writes_a_private_verified_snapshot(backup: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "vault.snap"
+    proc = run_dr("decrypt", "--backup", backup["id"], "-o", str(out), config=backup["config"])
+    assert proc.returncode == 0, proc.stderr
+    assert "secret" in proc.stderr and "restore -force" in proc.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    manifest = json.loads(next((backup["tmp"] / "store").rglob("manifest.json")).read_text())
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == manifest["snapshot"]["plaintext_sha256"]
+    again = run_dr("decrypt", "-o", str(out), config=backup["config"])
+    assert again.returncode == ExitCode.USAGE and "refusing to overwrite" in one_line_error(again)

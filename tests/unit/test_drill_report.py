@@ -1,0 +1,65 @@
+"""Drill reports and exit-code precedence (pure logic)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from dr.drill.checks import MISSING, OK, CheckReport, FamilyResult
+from dr.drill.drill import DrillResult
+from dr.drill.report import exit_code, to_json, to_junit, to_markdown, write_reports
+from dr.errors import ExitCode
+
+
+def result(*, missing: bool = False, rto: float = 10.0, rpo: float = 60.0) -> DrillResult:
+    kv2 = FamilyResult("kv2_secrets")
+    kv2.add(OK)
+    if missing:
+        kv2.add(MISSING, "app/lost (catalog version 3)")
+    checks = CheckReport([FamilyResult("mounts"), kv2], 2, not missing, 0.1, 2, 20.0)
+    r = DrillResult(
+        "20261126T060000Z-3f9a1c", "prod", "2026-11-26T06:00:00Z", "2026-11-26T07:00:00Z"
+    )
+    r.stages = {
+        "fetch": 0.1,
+        "provision": 1.0,
+        "restore": 7.0,
+        "authenticate": 0.1,
+        "verify": 1.5,
+        "teardown": 1.0,
+    }
+    r.checks, r.rto_seconds, r.rpo_seconds = checks, rto, rpo
+    r.rto_objective, r.max_backup_age = 15.0, 3600.0
+    return r
+
+
+def test_exit_code_precedence() -> None:
+    assert exit_code(result()) == ExitCode.OK
+    assert exit_code(result(rpo=7200)) == ExitCode.BACKUP_TOO_OLD
+    assert exit_code(result(rto=20, rpo=7200)) == ExitCode.RTO_EXCEEDED
+    assert exit_code(result(missing=True, rto=20, rpo=7200)) == ExitCode.DRILL_FAILED
+    stopped = result(missing=True)
+    stopped.error, stopped.error_code = "backup failed authentication", int(ExitCode.INTEGRITY)
+    assert exit_code(stopped) == ExitCode.INTEGRITY
+
+
+def test_json_markdown_and_junit_name_the_first_failure(tmp_path: Path) -> None:
+    r = result(missing=True)
+    data = to_json(r)
+    assert data["passed"] is False and data["exit_code"] == ExitCode.DRILL_FAILED
+    assert "app/lost" in data["verdict"] and next(iter(data["stages"])) == "fetch"
+    assert "app/lost" in to_markdown(r)
+    suite = ET.fromstring(to_junit(r).split("\n", 1)[1])
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["checks.kv2_secrets"]
+    paths = write_reports(r, tmp_path / "reports", tmp_path / "junit.xml")
+    assert len(paths) == 3
+    assert json.loads(paths[0].read_text())["backup"]["id"] == r.backup_id
+
+
+def test_passing_report_has_no_failures() -> None:
+    r = result()
+    suite = ET.fromstring(to_junit(r).split("\n", 1)[1])
+    assert suite.get("failures") == "0" and int(suite.get("tests", "0")) >= 3
+    assert to_json(r)["verdict"] == "PASSED"
