@@ -1,0 +1,354 @@
+"""A lean, pipelined HTTP/1.1 reader for the drill's verify stage.
+
+Why hand-written: a drill's verify stage is bound by the client (hvac + requests spend
+0.5-0.85 ms of Python per read, more than the server; FACTS.md). This reader keeps one
+persistent connection per worker thread (TCP, unix socket or TLS), builds request
+bytes once, pipelines `pipeline` requests per `sendall`, and parses answers by hand
+(Content-Length, chunked, Connection: close). Parsing of bodies is the caller's
+(`Parser`); bodies hold secret values and are never kept or logged here.
+dr/drill/checks.py explains the design and the measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+from urllib.parse import quote, urlsplit
+
+from dr.drill.endpoint import Endpoint
+from dr.errors import UsageError
+
+_MAX_LINE = 65536
+_READ_BUFFER = 256 * 1024
+_LOST_IN_ROW_FATAL = 3  # reads failing twice in a row before the server counts as gone
+_PROGRESS_EVERY = 0.2  # seconds between progress callbacks
+
+
+class _ProtocolError(Exception):
+    """The server's answer is not HTTP we understand; the connection is dropped."""
+
+
+class Answer(NamedTuple):
+    """What is kept of one HTTP answer (never a secret value)."""
+
+    status: int  # 0: no answer
+    version: int | None = None
+    deleted: bool = False
+    destroyed: bool = False
+    payload: Any = None  # sys answers and LIST keys only
+    error: str = ""
+
+
+Parser = Callable[[int, bytes], Answer]
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    unix_socket: str | None
+    ssl_context: ssl.SSLContext | None
+    host_header: str
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, ssl_context: ssl.SSLContext | None) -> Target:
+        if endpoint.unix_socket is not None:
+            return cls("localhost", 0, str(endpoint.unix_socket), None, "localhost")
+        if not endpoint.addr:
+            raise UsageError("endpoint has neither an address nor a unix socket")
+        parts = urlsplit(endpoint.addr)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"unsupported Vault address {endpoint.addr!r}: use http(s)://host")
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        context = (ssl_context or ssl.create_default_context()) if tls else None
+        return cls(parts.hostname, port, None, context, parts.netloc)
+
+
+class _Connection:
+    """One persistent HTTP/1.1 connection, connected on demand."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.rfile: io.BufferedReader | None = None
+
+    def connect(self) -> socket.socket:
+        target = self.target
+        sock: socket.socket
+        if target.unix_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(target.unix_socket)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((target.host, target.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target.ssl_context is not None:
+                try:
+                    sock = target.ssl_context.wrap_socket(sock, server_hostname=target.host)
+                except BaseException:
+                    sock.close()
+                    raise
+        self.sock = sock
+        self.rfile = io.BufferedReader(socket.SocketIO(sock, "rb"), _READ_BUFFER)
+        return sock
+
+    def close(self) -> None:
+        if self.rfile is not None:
+            with contextlib.suppress(OSError):
+                self.rfile.close()
+            self.rfile = None
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+
+    def read_response(self) -> tuple[int, bytes, bool]:
+        """(status, body, server closes after this answer) for the next answer."""
+        rfile = self.rfile
+        assert rfile is not None
+        line = rfile.readline(_MAX_LINE)
+        if not line:
+            raise ConnectionError("connection closed by the server")
+        if not line.startswith(b"HTTP/1.") or len(line) < 12:
+            raise _ProtocolError("not an HTTP/1.x status line")
+        try:
+            status = int(line[9:12])
+        except ValueError:
+            raise _ProtocolError("bad status line") from None
+        close = line.startswith(b"HTTP/1.0")
+        length = -1
+        chunked = False
+        while True:
+            header = rfile.readline(_MAX_LINE)
+            if header == b"\r\n" or header == b"\n":
+                break
+            if not header:
+                raise ConnectionError("connection closed inside the headers")
+            name, _, value = header.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise _ProtocolError("bad Content-Length") from None
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = close or b"close" in value.lower()
+        if status < 200 or status in (204, 304):
+            if status < 200:  # an interim answer (no GET of ours asks for one)
+                raise _ProtocolError(f"unexpected interim status {status}")
+            return status, b"", close
+        if chunked:
+            return status, self._read_chunked(rfile), close
+        if length >= 0:
+            body = rfile.read(length)
+            if len(body) != length:
+                raise ConnectionError("connection closed inside a body")
+            return status, body, close
+        return status, rfile.read(), True  # delimited by the end of the connection
+
+    @staticmethod
+    def _read_chunked(rfile: io.BufferedReader) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            line = rfile.readline(_MAX_LINE)
+            if not line:
+                raise ConnectionError("connection closed inside a chunked body")
+            try:
+                size = int(line.split(b";", 1)[0], 16)
+            except ValueError:
+                raise _ProtocolError("bad chunk size") from None
+            if size == 0:
+                while True:  # trailers, up to the blank line
+                    trailer = rfile.readline(_MAX_LINE)
+                    if not trailer:
+                        raise ConnectionError("connection closed inside a chunked body")
+                    if trailer in (b"\r\n", b"\n"):
+                        return b"".join(parts)
+            chunk = rfile.read(size)
+            if len(chunk) != size or rfile.read(2) != b"\r\n":
+                raise ConnectionError("connection closed inside a chunk")
+            parts.append(chunk)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, FileNotFoundError):
+        return "socket not found"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:160] if text else type(exc).__name__
+
+
+class ReadPool:
+    """`workers` persistent connections, each driven by one thread per `run`."""
+
+    def __init__(
+        self, target: Target, token: str, workers: int, pipeline: int, timeout: float
+    ) -> None:
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            raise UsageError("the Vault token is empty or holds characters a token cannot have")
+        self.workers = max(1, workers)
+        self.pipeline = max(1, pipeline)
+        self._conns = [_Connection(target, timeout) for _ in range(self.workers)]
+        self._tail = (
+            f" HTTP/1.1\r\nHost: {target.host_header}\r\nX-Vault-Token: {token}\r\n\r\n"
+        ).encode("ascii")
+        self._lock = threading.Lock()
+        self.fatal: str | None = None
+        self.reads = 0
+
+    def request(self, method: str, path: str) -> bytes:
+        """Request bytes for /v1/<path> (path unquoted, no leading slash)."""
+        return method.encode("ascii") + b" /v1/" + quote(path).encode("ascii") + self._tail
+
+    def close(self) -> None:
+        """Stop the workers of a run still going (after an interrupt) and close all."""
+        with self._lock:
+            self.fatal = self.fatal or "the check was stopped"
+        for conn in self._conns:
+            conn.close()
+
+    def run(
+        self,
+        requests: Sequence[bytes],
+        parsers: Sequence[Parser] | Parser,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Answer]:
+        """Send every request, answers parsed in the worker threads, in request order."""
+        total = len(requests)
+        results: list[Answer | None] = [None] * total
+        if total == 0:
+            return []
+        if self.fatal is not None:
+            return [Answer(0, error=f"not read: {self.fatal}")] * total
+        single = parsers if callable(parsers) else None
+        many = None if callable(parsers) else parsers
+        batches = iter(range(0, total, self.pipeline))
+        done = [0] * self.workers
+        errors: list[BaseException] = []
+
+        def next_batch() -> range | None:
+            with self._lock:
+                if self.fatal is not None:
+                    return None
+                start = next(batches, None)
+            return None if start is None else range(start, min(start + self.pipeline, total))
+
+        def work(slot: int) -> None:
+            try:
+                self._work(
+                    self._conns[slot], slot, requests, single, many, results, next_batch, done
+                )
+            except BaseException as exc:  # surfaced in the calling thread
+                errors.append(exc)
+                with self._lock:
+                    self.fatal = self.fatal or f"internal error: {type(exc).__name__}"
+
+        threads = [
+            threading.Thread(target=work, args=(slot,), name=f"dr-check-{slot}", daemon=True)
+            for slot in range(min(self.workers, (total + self.pipeline - 1) // self.pipeline))
+        ]
+        for thread in threads:
+            thread.start()
+        last = time.monotonic()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(_PROGRESS_EVERY)
+                if progress is not None and time.monotonic() - last >= _PROGRESS_EVERY:
+                    progress(sum(done))
+                    last = time.monotonic()
+        if errors:
+            raise errors[0]
+        self.reads += sum(done)
+        if progress is not None:
+            progress(sum(done))
+        missing = Answer(0, error=f"not read: {self.fatal}")
+        return [missing if r is None else r for r in results]
+
+    def _work(
+        self,
+        conn: _Connection,
+        slot: int,
+        requests: Sequence[bytes],
+        single: Parser | None,
+        many: Sequence[Parser] | None,
+        results: list[Answer | None],
+        next_batch: Callable[[], range | None],
+        done: list[int],
+    ) -> None:
+        connect_failures = 0
+        lost_in_row = 0  # reads that failed twice, one after the other
+        while True:
+            batch = next_batch()
+            if batch is None:
+                return
+            pending = deque(batch)
+            retried: set[int] = set()
+            while pending:
+                if self.fatal is not None:
+                    return
+                sock = conn.sock
+                if sock is None:
+                    try:
+                        sock = conn.connect()
+                    except OSError as exc:
+                        connect_failures += 1
+                        if connect_failures >= 2:
+                            with self._lock:
+                                self.fatal = self.fatal or f"cannot connect: {_describe(exc)}"
+                            return
+                        time.sleep(0.05)
+                        continue
+                    connect_failures = 0
+                try:
+                    sock.sendall(b"".join([requests[i] for i in pending]))
+                    while pending:
+                        status, body, close = conn.read_response()
+                        index = pending.popleft()
+                        parse = single if many is None else many[index]
+                        assert parse is not None
+                        results[index] = parse(status, body)
+                        del body
+                        done[slot] += 1
+                        lost_in_row = 0
+                        if close:
+                            conn.close()
+                            break
+                except (OSError, _ProtocolError) as exc:
+                    conn.close()
+                    # The head of the queue is the answer that failed: it gets one retry.
+                    # The requests behind it are sent again without penalty.
+                    head = pending[0]
+                    if head not in retried:
+                        retried.add(head)
+                        continue
+                    pending.popleft()
+                    reason = _describe(exc)
+                    results[head] = Answer(0, error=f"connection failed twice: {reason}")
+                    lost_in_row += 1
+                    if lost_in_row >= _LOST_IN_ROW_FATAL:
+                        # The server accepts connections but answers nothing whole: stop
+                        # rather than wait out a timeout per remaining item.
+                        with self._lock:
+                            self.fatal = self.fatal or f"server stopped answering: {reason}"
+                        return
