@@ -53,6 +53,14 @@ def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
     )
 
 
+def _sealed(addr: str) -> bool:
+    # seal-status can block for seconds while the restored node tears down (FACTS.md).
+    try:
+        return bool(requests.get(f"{addr}/v1/sys/seal-status", timeout=30).json()["sealed"])
+    except requests.RequestException:
+        return False
+
+
 def bare_script(
     snapshot: Path,
     source_keys: list[str],
@@ -70,7 +78,7 @@ def bare_script(
         client = hvac.Client(url=bao.addr, token=init.root_token)
         with snapshot.open("rb") as fh:
             client.sys.force_restore_raft_snapshot(fh)
-        while not requests.get(f"{bao.addr}/v1/sys/seal-status", timeout=5).json()["sealed"]:
+        while not _sealed(bao.addr):
             time.sleep(0.1)
         for key in source_keys:
             if not client.sys.submit_unseal_key(key)["sealed"]:

@@ -53,5 +53,7 @@ def demo(state: State, directory: Path, count: int, binary: Path | None) -> None
         f"stored encrypted under {result.directory / 'backups'} and verified.\n"
         f"  config:   {cfg}\n"
         f"  key file: {result.directory / 'demo.key'} (keep it secret)\n"
-        f"  next:     dr -c {cfg} list    |    dr -c {cfg} verify --backup latest"
+        f"  next:     dr -c {cfg} list\n"
+        f"            dr -c {cfg} verify --backup latest\n"
+        f"            dr -c {cfg} drill     (restore it into a throwaway OpenBao and time it)"
     )

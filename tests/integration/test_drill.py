@@ -171,8 +171,20 @@ def test_drill_names_a_cataloged_secret_the_vault_does_not_serve(
     manifest.seal(data_key)
     store.put_bytes(layout.key(manifest.backup_id, MANIFEST_NAME), manifest.dumps())
 
-    proc = run_dr("drill", "--json", "--runtime", "process", config=config_path, timeout=600)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proc = run_dr(
+        "drill",
+        "--json",
+        "--runtime",
+        "process",
+        config=config_path,
+        timeout=600,
+        env={"TMPDIR": str(tmpdir)},
+    )
     assert proc.returncode == ExitCode.DRILL_FAILED, proc.stderr
+    # A drill that failed leaves nothing: no server process, no temp dir.
+    assert list(tmpdir.iterdir()) == [] and _leftovers(tmpdir) == []
     line = one_line_error(proc)
     assert "app/ghost/never-written" in line
     report = json.loads(proc.stdout)
