@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,7 +20,7 @@ SNAPSHOT_PATH = "/v1/sys/storage/raft/snapshot"
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     upstream: str = ""
-    mode: str = "pass"  # pass | empty | truncate | html
+    mode: str = "pass"  # pass | empty | truncate | html | slow
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -52,6 +53,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(content)))
         self.end_headers()
+        if self.mode == "slow" and self.path.startswith(SNAPSHOT_PATH):
+            # Dribble the snapshot out so a test can interrupt a backup mid-stream.
+            for start in range(0, len(content), 16384):
+                self.wfile.write(content[start : start + 16384])
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         self.wfile.write(content)
 
     do_GET = do_PUT = do_POST = do_DELETE = do_LIST = _forward

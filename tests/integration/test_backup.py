@@ -361,3 +361,38 @@ def test_damaged_snapshot_never_becomes_a_backup(
     _no_manifest(seaweed, versioned_bucket)
     listed = dr_json("list", config=config)
     assert listed["backups"] == [] and listed["incomplete"] == []
+
+
+def test_sigterm_mid_backup_leaves_nothing_that_looks_whole(
+    tmp_path: Path, bao: Any, seaweed: Any, versioned_bucket: str
+) -> None:
+    import signal
+    import sys
+    import time
+
+    from tests.integration.faultproxy import fault_proxy
+
+    with fault_proxy(bao.addr, "slow") as addr:
+        config = write_config(
+            tmp_path,
+            addr=addr,
+            storage=s3_storage(seaweed, versioned_bucket),
+            recipients=[keyfile_recipient(tmp_path)],
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dr", "-c", str(config), "-v", "backup"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "VAULT_TOKEN": bao.root_token},
+        )
+        time.sleep(3.0)  # past calibration: the snapshot is streaming slowly now
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "Traceback" not in err
+    # It was interrupted while the snapshot streamed, not before or after.
+    assert "started" in err and "snapshot stored" not in err, err
+    versions = seaweed.client().list_object_versions(Bucket=versioned_bucket)
+    assert not versions.get("Versions"), versions.get("Versions")
+    _no_manifest(seaweed, versioned_bucket)
