@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dr.drill.checks import check_catalog  # noqa: E402
-from dr.drill.endpoint import Endpoint  # noqa: E402
 from dr.vault.catalog import Catalog, Mount, SecretEntry  # noqa: E402
+from dr.vault.endpoint import Endpoint  # noqa: E402
 from dr.vault.localserver import LocalBao  # noqa: E402
 
 MOUNT = "bench"

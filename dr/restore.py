@@ -31,7 +31,7 @@ from dr.manifest import Manifest
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore
 from dr.vault.catalog import Catalog
-from dr.vault.client import make_session
+from dr.vault.client import make_session, one_line, tls_context
 from dr.vault.seal import NodeAPI, UnsealKeys, load_unseal_keys
 from dr.vault.snapshot import SnapshotInfo
 from dr.verify import authenticate_snapshot, load_catalog
@@ -173,7 +173,7 @@ def restore_snapshot(
         ) from None
     if resp.status_code >= 400:
         try:
-            errors = "; ".join(resp.json().get("errors", []))[:300]
+            errors = "; ".join(one_line(str(e)) for e in resp.json().get("errors", []))[:300]
         except ValueError:
             errors = resp.reason
         hint = ""
@@ -274,6 +274,9 @@ class RestoreResult:
 def run_restore(req: RestoreRequest) -> RestoreResult:
     stages: dict[str, float] = {}
     session = make_session(0)  # restore is not idempotent: no automatic retries
+    # The target is trusted like the source: vault.ca_cert / vault.tls_skip_verify.
+    vault_cfg = req.config.vault
+    session.verify = str(vault_cfg.ca_cert) if vault_cfg.ca_cert else not vault_cfg.tls_skip_verify
     node = NodeAPI(session, req.target, req.target)
     status = node.seal_status()
     if not status.get("initialized") or status.get("sealed"):
@@ -317,9 +320,14 @@ def run_restore(req: RestoreRequest) -> RestoreResult:
     checks = None
     if req.verify_token is not None:
         from dr.drill.checks import check_catalog
-        from dr.drill.endpoint import Endpoint
+        from dr.vault.endpoint import Endpoint
 
         t = time.monotonic()
-        checks = check_catalog(Endpoint(addr=req.target), req.verify_token, fetched.catalog)
+        checks = check_catalog(
+            Endpoint(addr=req.target),
+            req.verify_token,
+            fetched.catalog,
+            ssl_context=tls_context(vault_cfg, req.target),
+        )
         stages["verify"] = time.monotonic() - t
     return RestoreResult(m.backup_id, req.target, forced, resealed, stages, checks)

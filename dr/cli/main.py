@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except DRError as exc:
         log.debug("failed", exc_info=True)
-        click.echo(f"error: {exc.message}", err=True)
+        # One line, whatever a server put in the message.
+        click.echo("error: " + " ".join(exc.message.split()), err=True)
         code = exc.exit_code
     except click.exceptions.Exit as exc:
         code = exc.exit_code

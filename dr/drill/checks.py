@@ -115,9 +115,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dr.drill.endpoint import Endpoint
-from dr.drill.pipelined import Answer, Parser, ReadPool, Target
 from dr.vault.catalog import CHANGED_AFTER, CREATED_AFTER, STABLE, Catalog, Mount, SecretEntry
+from dr.vault.endpoint import Endpoint
+from dr.vault.pipelined import Answer, Parser, ReadPool, Target
 
 FAMILIES = ("mounts", "auth_methods", "policies", "kv2_secrets", "kv1_secrets", "extra_paths")
 DEFAULT_WORKERS = 4

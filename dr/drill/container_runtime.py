@@ -34,12 +34,12 @@ from typing import Any
 
 import requests
 
-from dr.drill.endpoint import Endpoint
 from dr.drill.image import BINARY_PATHS, default_image
 from dr.drill.isolation import OWNER_LABEL, Teardown, net_interfaces, owner_alive, owner_token
 from dr.drill.isolation import socket_dir as make_socket_dir
 from dr.drill.runtime import RuntimeRequest, ThrowawayVault, register
 from dr.errors import UsageError, VaultError
+from dr.vault.endpoint import Endpoint
 
 ISOLATION = "container with network none (loopback only), reached through a unix socket"
 DRILL_LABEL = "dr.drill"

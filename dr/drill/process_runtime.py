@@ -27,7 +27,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-from dr.drill.endpoint import Endpoint
 from dr.drill.isolation import (
     NETNS_ARGV_PREFIX,
     OWNER_ENV,
@@ -41,6 +40,7 @@ from dr.drill.isolation import (
 )
 from dr.drill.runtime import RuntimeRequest, ThrowawayVault, register
 from dr.errors import UsageError, VaultError
+from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, find_bao_binary
 
 ISOLATION_NETNS = "private network namespace (loopback only), reached through a unix socket"

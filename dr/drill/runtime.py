@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dr.drill.endpoint import Endpoint
+from dr.vault.endpoint import Endpoint
 
 
 @dataclass(frozen=True)

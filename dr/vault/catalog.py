@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote as _quote
 
 from dr.vault.client import VaultConnection
+from dr.vault.metadata_reader import MetadataReader
 
 log = logging.getLogger(__name__)
 
@@ -271,18 +272,22 @@ class CatalogWalker:
             for path in sorted(before | after):
                 state = STABLE if (path in before and path in after) else UNCERTAIN
                 yield SecretEntry(mount=mount.path, path=path, kv=1, state=state)
-        for mount in self._kv_mounts(2):
-            for path in self._list_tree(f"{mount.path}metadata/", f"list {mount.path}metadata"):
-                resp = self.conn.get(
-                    f"/v1/{mount.path}metadata/{quote(path)}", f"read {mount.path}metadata"
+        reader = MetadataReader(self.conn)
+        try:
+            for mount in self._kv_mounts(2):
+                paths = list(
+                    self._list_tree(f"{mount.path}metadata/", f"list {mount.path}metadata")
                 )
-                if not resp:
-                    # Deleted (metadata and all) between list and read: it was written
-                    # before the walk, so it may be in the snapshot.
-                    yield SecretEntry(mount=mount.path, path=path, kv=2, state=UNCERTAIN)
-                    continue
-                info = classify_kv2(resp.get("data") or {}, start, end)
-                yield SecretEntry(mount=mount.path, path=path, kv=2, **info)
+                for path, metadata in reader.read(mount.path, paths):
+                    if metadata is None:
+                        # Deleted (metadata and all) between list and read: it was
+                        # written before the walk, so it may be in the snapshot.
+                        yield SecretEntry(mount=mount.path, path=path, kv=2, state=UNCERTAIN)
+                        continue
+                    info = classify_kv2(metadata, start, end)
+                    yield SecretEntry(mount=mount.path, path=path, kv=2, **info)
+        finally:
+            reader.close()
 
     def _auth_methods(self) -> list[Mount]:
         resp = self.conn.get("/v1/sys/auth", "read sys/auth")

@@ -13,6 +13,7 @@ safe). Non-idempotent calls (snapshot restore) are never retried.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,18 @@ def make_session(retries: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def tls_context(config: VaultConfig, addr: str) -> ssl.SSLContext | None:
+    """The TLS trust of `vault.ca_cert` / `vault.tls_skip_verify` for raw sockets."""
+    if not addr.startswith("https://"):
+        return None
+    cafile = str(config.ca_cert) if config.ca_cert else None
+    context = ssl.create_default_context(cafile=cafile)
+    if config.tls_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @dataclass(frozen=True)
@@ -93,11 +106,20 @@ def vault_errors(operation: str, addr: str) -> Iterator[None]:
         raise VaultError(_describe_request_error(addr, exc)) from None
 
 
+def one_line(text: str) -> str:
+    """Vault's multi-error text ("1 error occurred:\n\t* permission denied\n\n") as
+    one line ("permission denied"): every user-facing error is a single line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith("occurred:"):
+        lines = [line.removeprefix("* ") for line in lines[1:]]
+    return "; ".join(lines)
+
+
 def _errors(exc: hvac.exceptions.VaultError) -> str:
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)[:300]
-    return str(exc)[:300] or type(exc).__name__
+        return "; ".join(one_line(str(e)) for e in errors)[:300]
+    return one_line(str(exc))[:300] or type(exc).__name__
 
 
 class VaultConnection:
@@ -110,6 +132,9 @@ class VaultConnection:
         verify: bool | str = not config.tls_skip_verify
         if config.ca_cert is not None:
             verify = str(config.ca_cert)
+        # hvac ignores its `verify` argument when given a session whose own `verify` is
+        # truthy (the default True): set it on the session, or ca_cert is never used.
+        self.session.verify = verify
         self.client = hvac.Client(
             url=addr,
             token=token,

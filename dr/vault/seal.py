@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from dr.errors import UsageError, VaultError
+from dr.vault.client import one_line
 
 
 @dataclass(frozen=True)
@@ -141,5 +142,5 @@ def _errors(resp: requests.Response) -> str:
     except ValueError:
         errors = None
     if isinstance(errors, list) and errors:
-        return "; ".join(str(e) for e in errors)[:200]
+        return "; ".join(one_line(str(e)) for e in errors)[:200]
     return resp.reason or str(resp.status_code)

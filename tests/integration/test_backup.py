@@ -396,3 +396,59 @@ def test_sigterm_mid_backup_leaves_nothing_that_looks_whole(
     versions = seaweed.client().list_object_versions(Bucket=versioned_bucket)
     assert not versions.get("Versions"), versions.get("Versions")
     _no_manifest(seaweed, versioned_bucket)
+
+
+def _policy_from_docs() -> str:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "vault-policy.md").read_text()
+    match = re.search(r"```hcl\n(.*?)```", doc, re.S)
+    assert match, "docs/vault-policy.md has no hcl block"
+    return match.group(1)
+
+
+def test_documented_least_privilege_policy_is_enough(
+    tmp_path: Path, fresh_bao: Any, seaweed: Any, versioned_bucket: str
+) -> None:
+    client = fresh_bao.client()
+    client.sys.enable_secrets_engine("kv", path="app", options={"version": "2"})
+    client.sys.enable_secrets_engine("kv", path="legacy", options={"version": "1"})
+    for i in range(30):
+        client.secrets.kv.v2.create_or_update_secret(
+            path=f"svc/s{i}", secret={"v": str(i)}, mount_point="app"
+        )
+        client.secrets.kv.v1.create_or_update_secret(
+            path=f"old/s{i}", secret={"v": str(i)}, mount_point="legacy"
+        )
+    client.sys.create_or_update_policy("dr-backup", _policy_from_docs())
+    token = client.auth.token.create(policies=["dr-backup"], no_default_policy=True)["auth"][
+        "client_token"
+    ]
+    # The backup token can NOT read a secret value.
+    import hvac.exceptions
+
+    with pytest.raises(hvac.exceptions.Forbidden):
+        fresh_bao.client(token).secrets.kv.v2.read_secret_version(
+            path="svc/s1", mount_point="app", raise_on_deleted_version=True
+        )
+    config = write_config(
+        tmp_path,
+        addr=fresh_bao.addr,
+        storage=s3_storage(seaweed, versioned_bucket),
+        recipients=[keyfile_recipient(tmp_path)],
+    )
+    result = dr_json("backup", config=config, token=token)
+    assert result["catalog_secrets"] == 60
+
+    # Without metadata read, the walk stops with a one-line, documented error.
+    client.sys.create_or_update_policy(
+        "dr-no-meta", _policy_from_docs().replace('["list", "read"]', '["list"]')
+    )
+    weak = client.auth.token.create(policies=["dr-no-meta"], no_default_policy=True)["auth"][
+        "client_token"
+    ]
+    proc = run_dr("backup", config=config, token=weak)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.VAULT and "denied read app/metadata" in line
+    listed = dr_json("list", config=config)
+    assert len(listed["backups"]) == 1  # the failed run added nothing

@@ -30,7 +30,6 @@ from dr.drill.checks import (
     judge_kv1,
     judge_kv2,
 )
-from dr.drill.endpoint import Endpoint
 from dr.vault.catalog import (
     CHANGED_AFTER,
     CREATED_AFTER,
@@ -42,6 +41,7 @@ from dr.vault.catalog import (
     SecretEntry,
 )
 from dr.vault.client import VaultConnection
+from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, free_port
 
 BIG_VALUE = "x" * 20_000  # answered with chunked transfer encoding (over 2 KiB)

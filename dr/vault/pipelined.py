@@ -1,4 +1,4 @@
-"""A lean, pipelined HTTP/1.1 reader for the drill's verify stage.
+"""A lean, pipelined HTTP/1.1 reader: the drill's verify stage and the catalog walk.
 
 Why hand-written: a drill's verify stage is bound by the client (hvac + requests spend
 0.5-0.85 ms of Python per read, more than the server; FACTS.md). This reader keeps one
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-from dr.drill.endpoint import Endpoint
 from dr.errors import UsageError
+from dr.vault.endpoint import Endpoint
 
 _MAX_LINE = 65536
 _READ_BUFFER = 256 * 1024
