@@ -29,7 +29,7 @@ class Listing:
 def list_backups(store: BackupStore, layout: Layout) -> Listing:
     manifests: dict[str, Manifest] = {}
     seen: set[str] = set()
-    unreadable: list[str] = []
+    unreadable: dict[str, str] = {}
     for info in store.list(layout.cluster_prefix):
         backup_id = layout.backup_id_of(info.key)
         if backup_id is None:
@@ -39,10 +39,10 @@ def list_backups(store: BackupStore, layout: Layout) -> Listing:
             try:
                 manifests[backup_id] = Manifest.loads(store.get_bytes(info.key), info.key)
             except DRError as exc:
-                unreadable.append(f"{backup_id}: {exc}")
+                unreadable[backup_id] = str(exc)
     ordered = [manifests[k] for k in sorted(manifests, reverse=True)]
-    incomplete = sorted(seen - set(manifests) - {u.split(":")[0] for u in unreadable})
-    return Listing(ordered, incomplete, unreadable)
+    incomplete = sorted(seen - set(manifests) - set(unreadable))
+    return Listing(ordered, incomplete, [f"{k}: {v}" for k, v in sorted(unreadable.items())])
 
 
 def resolve_backup(store: BackupStore, layout: Layout, which: str) -> Manifest:

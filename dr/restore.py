@@ -31,7 +31,7 @@ from dr.manifest import Manifest
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore
 from dr.vault.catalog import Catalog
-from dr.vault.client import make_session, one_line, tls_context
+from dr.vault.client import make_session, response_errors, tls_context
 from dr.vault.seal import NodeAPI, UnsealKeys, load_unseal_keys
 from dr.vault.snapshot import SnapshotInfo
 from dr.verify import authenticate_snapshot, load_catalog
@@ -172,10 +172,7 @@ def restore_snapshot(
             "the target may be in any state: check it before retrying"
         ) from None
     if resp.status_code >= 400:
-        try:
-            errors = "; ".join(one_line(str(e)) for e in resp.json().get("errors", []))[:300]
-        except ValueError:
-            errors = resp.reason
+        errors = response_errors(resp)
         hint = ""
         if "snapshot-force" in errors:
             hint = "; the snapshot is from another cluster: confirm a forced restore"
@@ -212,7 +209,6 @@ def reseal_and_unseal(
                 break
             time.sleep(0.25)
     if resealed:
-        node.wait("unsealable", lambda: bool(node.seal_status().get("sealed")), 10)
         node.unseal(keys)
     node.wait_active(timeout=active_timeout)
     return resealed

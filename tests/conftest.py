@@ -27,12 +27,13 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple
 
 import pytest
 
 from dr.errors import UsageError
 from dr.vault.localserver import LocalBao, find_bao_binary
+from tests.stack.ci import missing
 from tests.stack.moto_kms import MotoServer
 from tests.stack.openbao import PopulatedBao, populate
 from tests.stack.procs import kill_groups, stack_processes
@@ -59,17 +60,6 @@ STACK_FIXTURES = {
     "fresh_bao",
     "standby_pair",
 }
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _missing(what: str, hint: str) -> NoReturn:
-    message = f"{what} is not available: {hint}"
-    if _in_ci():
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -131,7 +121,7 @@ def bao_binary() -> Path:
     try:
         return find_bao_binary()
     except UsageError as exc:
-        _missing("the OpenBao server binary", str(exc))
+        missing("the OpenBao server binary", str(exc))
 
 
 def _started_bao(workdir: Path, binary: Path, node_id: str = "n1") -> LocalBao:
@@ -194,7 +184,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     try:
         binary = find_weed_binary()
     except FileNotFoundError as exc:
-        _missing("SeaweedFS", str(exc))
+        missing("SeaweedFS", str(exc))
     server = SeaweedS3(tmp_path_factory.mktemp("seaweed"), binary=binary)
     try:
         server.start()
@@ -222,7 +212,7 @@ def moto_server() -> Iterator[MotoServer]:
     try:
         import moto.server  # noqa: F401
     except ImportError as exc:
-        _missing("moto[server]", f"pip install 'moto[server]' ({exc})")
+        missing("moto[server]", f"pip install 'moto[server]' ({exc})")
     server = MotoServer()
     try:
         server.start()

@@ -108,7 +108,6 @@ which Vault Enterprise accepts; OpenBao drills do not need it.
 
 from __future__ import annotations
 
-import json
 import ssl
 import time
 from collections.abc import Callable
@@ -117,7 +116,15 @@ from typing import Any
 
 from dr.vault.catalog import CHANGED_AFTER, CREATED_AFTER, STABLE, Catalog, Mount, SecretEntry
 from dr.vault.endpoint import Endpoint
-from dr.vault.pipelined import Answer, Parser, ReadPool, Target
+from dr.vault.pipelined import (
+    Answer,
+    Parser,
+    ReadPool,
+    Target,
+    error_answer,
+    load_json,
+    parse_data,
+)
 
 FAMILIES = ("mounts", "auth_methods", "policies", "kv2_secrets", "kv1_secrets", "extra_paths")
 DEFAULT_WORKERS = 4
@@ -239,34 +246,10 @@ class CheckReport:
 # --- parsing answers -------------------------------------------------------------------
 
 
-def _load(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:  # the exception would hold the body: never let it travel
-        return None
-
-
-def _errors(status: int, body: bytes) -> Answer:
-    doc = _load(body) if body[:1] == b"{" else None
-    errors = doc.get("errors") if isinstance(doc, dict) else None
-    text = ""
-    if isinstance(errors, list) and errors:
-        text = "; ".join(_clean_error(str(e)) for e in errors)[:200]
-    return Answer(status, error=text)
-
-
-def _clean_error(text: str) -> str:
-    """One line from Vault's error text ("1 error occurred:\n\t* permission denied\n\n")."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith("occurred:"):
-        lines = [line.removeprefix("* ") for line in lines[1:]]
-    return "; ".join(lines)
-
-
 def _parse_kv2(status: int, body: bytes) -> Answer:
     if status != 200 and status != 404:
-        return _errors(status, body)
-    doc = _load(body)
+        return error_answer(status, body)
+    doc = load_json(body)
     data = doc.get("data") if isinstance(doc, dict) else None
     meta = data.get("metadata") if isinstance(data, dict) else None
     version = meta.get("version") if isinstance(meta, dict) else None
@@ -289,8 +272,8 @@ def _parse_kv1(status: int, body: bytes) -> Answer:
     if status == 404:
         return Answer(404)
     if status != 200:
-        return _errors(status, body)
-    doc = _load(body)
+        return error_answer(status, body)
+    doc = load_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), dict):
         return Answer(200, error="answer without a data object")
     return Answer(200)
@@ -300,23 +283,13 @@ def _parse_list(status: int, body: bytes) -> Answer:
     if status == 404:
         return Answer(404, payload=[])
     if status != 200:
-        return _errors(status, body)
-    doc = _load(body)
+        return error_answer(status, body)
+    doc = load_json(body)
     data = doc.get("data") if isinstance(doc, dict) else None
     keys = data.get("keys") if isinstance(data, dict) else None
     if not isinstance(keys, list):
         return Answer(200, error="LIST answer without keys")
     return Answer(200, payload=[str(k) for k in keys])
-
-
-def _parse_sys(status: int, body: bytes) -> Answer:
-    if status != 200:
-        return _errors(status, body)
-    doc = _load(body)
-    if not isinstance(doc, dict):
-        return Answer(200, error="answer is not a JSON object")
-    data = doc.get("data")
-    return Answer(200, payload=data if isinstance(data, dict) else doc)
 
 
 # --- judging -------------------------------------------------------------------------
@@ -521,7 +494,7 @@ def check_catalog(
                 pool.request("GET", "sys/auth"),
                 pool.request("LIST", "sys/policies/acl"),
             ],
-            [_parse_sys, _parse_sys, _parse_list],
+            [parse_data, parse_data, _parse_list],
         )
         mounts, restored_mounts = _check_mounts(
             "mounts", catalog.mounts, mounts_read, "read sys/mounts", True

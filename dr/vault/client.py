@@ -115,6 +115,17 @@ def one_line(text: str) -> str:
     return "; ".join(lines)
 
 
+def response_errors(resp: requests.Response) -> str:
+    """Vault's `errors` of a requests answer, one line, else the HTTP reason."""
+    try:
+        errors = resp.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list) and errors:
+        return "; ".join(one_line(str(e)) for e in errors)[:300]
+    return resp.reason or str(resp.status_code)
+
+
 def _errors(exc: hvac.exceptions.VaultError) -> str:
     errors = getattr(exc, "errors", None)
     if isinstance(errors, list) and errors:

@@ -11,35 +11,17 @@ Metadata holds no secret values (versions and times only), so answers are kept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dr.errors import VaultError
-from dr.vault.client import VaultConnection, one_line, tls_context
+from dr.vault.client import VaultConnection, tls_context
 from dr.vault.endpoint import Endpoint
-from dr.vault.pipelined import Answer, ReadPool, Target
+from dr.vault.pipelined import Answer, ReadPool, Target, parse_data
 
 BATCH = 2048  # paths per pipelined run: bounds memory, keeps progress moving
 WORKERS = 4
 PIPELINE = 32
-
-
-def _parse(status: int, body: bytes) -> Answer:
-    if status != 200:
-        try:
-            doc = json.loads(body) if body[:1] == b"{" else None
-        except ValueError:
-            doc = None
-        errors = doc.get("errors") if isinstance(doc, dict) else None
-        text = "; ".join(one_line(str(e)) for e in errors)[:200] if isinstance(errors, list) else ""
-        return Answer(status, error=text)
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return Answer(200, error="answer is not JSON")
-    data = doc.get("data") if isinstance(doc, dict) else None
-    return Answer(200, payload=data if isinstance(data, dict) else {})
 
 
 class MetadataReader:
@@ -66,15 +48,15 @@ class MetadataReader:
         for start in range(0, len(paths), BATCH):
             chunk = paths[start : start + BATCH]
             answers = self._pool.run(
-                [self._pool.request("GET", f"{mount}metadata/{p}") for p in chunk], _parse
+                [self._pool.request("GET", f"{mount}metadata/{p}") for p in chunk], parse_data
             )
             for path, answer in zip(chunk, answers, strict=True):
                 yield path, self._judge(mount, path, answer)
 
     def _judge(self, mount: str, path: str, answer: Answer) -> dict[str, Any] | None:
         if answer.status == 200 and not answer.error:
-            payload: dict[str, Any] = answer.payload or {}
-            return payload
+            payload = answer.payload
+            return payload if isinstance(payload, dict) else {}
         if answer.status == 404:
             return None  # deleted (metadata and all) between the LIST and this read
         what = f"read {mount}metadata"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import socket
 import ssl
 import threading
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from dr.errors import UsageError
+from dr.vault.client import one_line
 from dr.vault.endpoint import Endpoint
 
 _MAX_LINE = 65536
@@ -352,3 +354,34 @@ class ReadPool:
                         with self._lock:
                             self.fatal = self.fatal or f"server stopped answering: {reason}"
                         return
+
+
+# --- answer parsing shared by every caller -------------------------------------------
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:  # the exception would hold the body: never let it travel
+        return None
+
+
+def error_answer(status: int, body: bytes) -> Answer:
+    """A non-success answer, keeping only Vault's own `errors`, folded to one line."""
+    doc = load_json(body) if body[:1] == b"{" else None
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    text = ""
+    if isinstance(errors, list) and errors:
+        text = "; ".join(one_line(str(e)) for e in errors)[:200]
+    return Answer(status, error=text)
+
+
+def parse_data(status: int, body: bytes) -> Answer:
+    """A sys/ or metadata answer: its `data` object (or the whole document) as payload."""
+    if status != 200:
+        return error_answer(status, body)
+    doc = load_json(body)
+    if not isinstance(doc, dict):
+        return Answer(200, error="answer is not a JSON object")
+    data = doc.get("data")
+    return Answer(200, payload=data if isinstance(data, dict) else doc)

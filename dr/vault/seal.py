@@ -19,7 +19,7 @@ from typing import Any
 import requests
 
 from dr.errors import UsageError, VaultError
-from dr.vault.client import one_line
+from dr.vault.client import response_errors
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class NodeAPI:
         if resp.status_code >= 400 and path != "sys/health":
             raise VaultError(
                 f"Vault at {self.label}: {method} {path} answered {resp.status_code}: "
-                f"{_errors(resp)}"
+                f"{response_errors(resp)}"
             )
         return resp
 
@@ -106,7 +106,7 @@ class NodeAPI:
             if resp.status_code >= 400:
                 raise VaultError(
                     f"Vault at {self.label} refused an unseal key from {keys.source} "
-                    f"({_errors(resp)}); are these the SOURCE cluster's unseal keys?"
+                    f"({response_errors(resp)}); are these the SOURCE cluster's unseal keys?"
                 )
             body = resp.json()
             if not body.get("sealed", True):
@@ -134,13 +134,3 @@ class NodeAPI:
 
     def wait_active(self, timeout: float = 120) -> None:
         self.wait("active", lambda: self.health_code() == 200, timeout)
-
-
-def _errors(resp: requests.Response) -> str:
-    try:
-        errors = resp.json().get("errors")
-    except ValueError:
-        errors = None
-    if isinstance(errors, list) and errors:
-        return "; ".join(one_line(str(e)) for e in errors)[:200]
-    return resp.reason or str(resp.status_code)

@@ -18,9 +18,10 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
+
+from tests.stack.ci import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERD_SH = REPO / ".ci" / "dockerd.sh"
@@ -30,17 +31,6 @@ TESTCONTAINERS_ENV = {
     "TC_HOST": "127.0.0.1",
 }
 _TIMINGS: dict[str, float] = {}
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _missing(what: str, hint: str) -> NoReturn:
-    message = f"{what} is not available: {hint}"
-    if _in_ci():
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def _engine_answers(host: str) -> tuple[bool, str]:
@@ -79,7 +69,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if host:
         ok, why = _engine_answers(host)
         if not ok:
-            _missing("the Docker engine at DOCKER_HOST", f"{host}: {why}")
+            missing("the Docker engine at DOCKER_HOST", f"{host}: {why}")
         _set_env(defaults, saved)
         try:
             yield host
@@ -87,7 +77,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             _restore_env(saved)
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
-        _missing(
+        missing(
             "a Docker engine",
             "set DOCKER_HOST, or run as root with Debian's docker.io installed "
             "(bash .ci/dockerd.sh install)",
@@ -102,7 +92,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         if started.returncode != 0:
-            _missing("a private dockerd", started.stderr.strip()[-800:])
+            missing("a private dockerd", started.stderr.strip()[-800:])
         exports = dict(
             shlex.split(line.removeprefix("export "))[0].split("=", 1)
             for line in started.stdout.splitlines()

@@ -116,3 +116,47 @@ def all_stored_bytes(s3: Any, bucket: str) -> dict[tuple[str, str], bytes]:
         body = s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"]
         out[(v["Key"], v["VersionId"])] = body.read()
     return out
+
+
+def bao_cli_restore(target: Any, snapshot: Path) -> subprocess.CompletedProcess[str]:
+    """`bao operator raft snapshot restore -force FILE` into `target`, as an operator would."""
+    env = {**os.environ, "BAO_ADDR": target.addr, "BAO_TOKEN": target.root_token}
+    return subprocess.run(
+        [str(target.binary), "operator", "raft", "snapshot", "restore", "-force", str(snapshot)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def read_all(client: Any, source: Any) -> dict[str, dict[str, str]]:
+    """Every secret the populated `source` wrote, as `client` reads it now."""
+    out = {}
+    for full_path in source.secrets:
+        mount, path = full_path.split("/", 1)
+        if mount == source.kv1_mount:
+            out[full_path] = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
+        else:
+            out[full_path] = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=mount, raise_on_deleted_version=True
+            )["data"]["data"]
+    return out
+
+
+def differing_secrets(client: Any, source: Any) -> list[str]:
+    """Paths whose data as `client` reads it differs from what `source` wrote."""
+    restored = read_all(client, source)
+    return [p for p, data in source.secrets.items() if restored[p] != data]
+
+
+def copy_file_store(config: Path, store: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of a file store and a config pointing at it, for a test that
+    damages backups. Returns (config, store)."""
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    new_config = tmp_path / "dr.yaml"
+    new_config.write_text(config.read_text().replace(str(store), str(copy)))
+    return new_config, copy

@@ -27,7 +27,9 @@ from dr.vault.localserver import free_port
 from dr.verify import load_catalog
 from tests.integration.drutil import (
     all_stored_bytes,
+    bao_cli_restore,
     bucket_keys,
+    differing_secrets,
     dr_json,
     keyfile_recipient,
     kms_recipient,
@@ -157,35 +159,14 @@ def test_decrypted_snapshot_restores_bit_for_bit_with_bao_cli(
         for frame in decrypt_stream(raw, data_key, manifest.snapshot.context):
             out.write(frame)
 
-    env = {
-        **os.environ,
-        "BAO_ADDR": fresh_bao.addr,
-        "BAO_TOKEN": fresh_bao.root_token,
-    }
-    proc = subprocess.run(
-        [str(fresh_bao.binary), "operator", "raft", "snapshot", "restore", "-force", str(snap)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = bao_cli_restore(fresh_bao, snap)
     assert proc.returncode == 0, proc.stderr
     fresh_bao.wait_sealed(timeout=60)
     fresh_bao.unseal(bao.keys.keys_b64)
     fresh_bao.wait_active(timeout=60)
 
-    client = fresh_bao.client(bao.root_token)  # the SOURCE cluster's token works now
-    mismatched = []
-    for full_path, expected in bao.secrets.items():
-        mount, path = full_path.split("/", 1)
-        if mount == bao.kv1_mount:
-            got = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
-        else:
-            got = client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=mount, raise_on_deleted_version=True
-            )["data"]["data"]
-        if got != expected:
-            mismatched.append(full_path)
+    # The SOURCE cluster's token works now; every secret reads back bit for bit.
+    mismatched = differing_secrets(fresh_bao.client(bao.root_token), bao)
     assert not mismatched, f"{len(mismatched)} secrets differ, e.g. {mismatched[:3]}"
 
 

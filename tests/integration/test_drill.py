@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from dr.vault.catalog import STABLE, SecretEntry
 from dr.vault.localserver import LocalBao
 from dr.verify import load_catalog
 from tests.integration.drutil import (
+    copy_file_store,
     dr_json,
     keyfile_recipient,
     one_line_error,
@@ -71,13 +71,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, bao_binary: Path) -> Any:
 
 
 def private_copy(source: Any, tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    shutil.copytree(source["tmp"] / "store", store)
-    config = tmp_path / "dr.yaml"
-    config.write_text(
-        source["config"].read_text().replace(str(source["tmp"] / "store"), str(store))
-    )
-    return config
+    return copy_file_store(source["config"], source["tmp"] / "store", tmp_path)[0]
 
 
 def drill(config: Path, *args: str, tmpdir: Path | None = None) -> tuple[int, dict[str, Any]]:

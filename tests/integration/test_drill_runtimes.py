@@ -32,6 +32,7 @@ from dr.drill.process_runtime import ISOLATION_NETNS, ISOLATION_NONE, ProcessRun
 from dr.drill.process_runtime import sweep_orphans as sweep_processes
 from dr.drill.runtime import DrillRuntime, RuntimeRequest, ThrowawayVault
 from dr.errors import UsageError
+from tests.stack.ci import missing
 
 REPO = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -252,7 +253,7 @@ def test_long_workdir_gets_a_short_socket_dir(
 ) -> None:
     """sun_path holds 108 bytes; a deep workdir must not break the socket."""
     if runtime_name == "process" and not IS_ROOT:
-        pytest.skip("the process runtime uses a unix socket only as root")
+        missing("root", "the process runtime uses a unix socket only as root")
     image = request.getfixturevalue("drill_image") if runtime_name == "container" else None
     workdir = tmp_path.joinpath(*["a-long-directory-name"] * 6)
     workdir.mkdir(parents=True, mode=0o700)

@@ -33,6 +33,8 @@ import yaml
 from dr.crypto.x25519 import X25519Identity, write_identity
 from dr.errors import ExitCode
 from tests.integration.drutil import (
+    bao_cli_restore,
+    differing_secrets,
     dr_json,
     one_line_error,
     run_dr,
@@ -384,38 +386,12 @@ def test_reference_decryptor_output_restores_with_the_bao_cli(
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "restore.snap").stat().st_size == manifest["snapshot"]["plaintext_size"]
 
-    env = {**os.environ, "BAO_ADDR": fresh_bao.addr, "BAO_TOKEN": fresh_bao.root_token}
-    proc = subprocess.run(
-        [
-            str(fresh_bao.binary),
-            "operator",
-            "raft",
-            "snapshot",
-            "restore",
-            "-force",
-            str(tmp_path / "restore.snap"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc = bao_cli_restore(fresh_bao, tmp_path / "restore.snap")
     assert proc.returncode == 0, proc.stderr
     fresh_bao.wait_sealed(timeout=60)
     fresh_bao.unseal(bao.keys.keys_b64)
     fresh_bao.wait_active(timeout=60)
-    client = fresh_bao.client(bao.root_token)
-    differing = []
-    for full_path, expected in bao.secrets.items():
-        mount, path = full_path.split("/", 1)
-        if mount == bao.kv1_mount:
-            got = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
-        else:
-            got = client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=mount, raise_on_deleted_version=True
-            )["data"]["data"]
-        if got != expected:
-            differing.append(full_path)
+    differing = differing_secrets(fresh_bao.client(bao.root_token), bao)
     assert not differing, differing[:3]
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from dr.errors import ExitCode
 from tests.integration.drutil import (
+    copy_file_store,
+    differing_secrets,
     dr_json,
     keyfile_recipient,
     one_line_error,
@@ -46,19 +48,6 @@ def backup(tmp_path_factory: pytest.TempPathFactory, bao: Any) -> dict[str, Any]
     return {"config": config, "id": backup_id, "keys": keys, "tmp": tmp}
 
 
-def read_all(client: Any, bao: Any) -> dict[str, dict[str, str]]:
-    out = {}
-    for full_path in bao.secrets:
-        mount, path = full_path.split("/", 1)
-        if mount == bao.kv1_mount:
-            out[full_path] = client.secrets.kv.v1.read_secret(path=path, mount_point=mount)["data"]
-        else:
-            out[full_path] = client.secrets.kv.v2.read_secret_version(
-                path=path, mount_point=mount, raise_on_deleted_version=True
-            )["data"]["data"]
-    return out
-
-
 def test_restore_serves_every_secret_bit_for_bit_with_source_tokens(
     backup: dict[str, Any], bao: Any, fresh_bao: Any
 ) -> None:
@@ -83,8 +72,7 @@ def test_restore_serves_every_secret_bit_for_bit_with_source_tokens(
     assert result["forced"] is True and result["resealed"] is True and result["passed"] is True
     assert result["checks"]["total_checked"] >= len(bao.secrets)
     # Every secret, bit for bit, with the SOURCE cluster's token.
-    restored = read_all(fresh_bao.client(bao.root_token), bao)
-    differing = [p for p, data in bao.secrets.items() if restored[p] != data]
+    differing = differing_secrets(fresh_bao.client(bao.root_token), bao)
     assert not differing, differing[:3]
     # The target's own root token died with its old keyring.
     import hvac.exceptions
@@ -116,14 +104,7 @@ def test_restore_refuses_without_confirmation_and_leaves_target_alone(
 def test_tampered_backup_never_reaches_vault(
     backup: dict[str, Any], fresh_bao: Any, tmp_path: Path
 ) -> None:
-    import shutil
-
-    store = tmp_path / "store"
-    shutil.copytree(backup["tmp"] / "store", store)
-    config = tmp_path / "dr.yaml"
-    config.write_text(
-        backup["config"].read_text().replace(str(backup["tmp"] / "store"), str(store))
-    )
+    config, store = copy_file_store(backup["config"], backup["tmp"] / "store", tmp_path)
     snap = next(store.rglob("snapshot.enc"))
     data = bytearray(snap.read_bytes())
     data[len(data) - 100] ^= 1  # the last frame: everything before it authenticates

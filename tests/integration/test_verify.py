@@ -11,6 +11,7 @@ import pytest
 from dr.errors import ExitCode
 from dr.vault.localserver import free_port
 from tests.integration.drutil import (
+    copy_file_store,
     dr_json,
     keyfile_recipient,
     kms_recipient,
@@ -38,13 +39,7 @@ def file_backup(tmp_path_factory: pytest.TempPathFactory, bao: Any) -> dict[str,
 
 def copy_config(file_backup: dict[str, Any], tmp_path: Path) -> tuple[Path, Path]:
     """A private copy of the file store, so a test may damage it."""
-    import shutil
-
-    store = tmp_path / "store"
-    shutil.copytree(file_backup["tmp"] / "store", store)
-    text = file_backup["config"].read_text().replace(str(file_backup["tmp"] / "store"), str(store))
-    config = tmp_path / "dr.yaml"
-    config.write_text(text)
+    config, store = copy_file_store(file_backup["config"], file_backup["tmp"] / "store", tmp_path)
     return config, store / "p" / "prod" / file_backup["result"]["backup_id"]
 
 
