@@ -268,3 +268,39 @@ def test_interrupted_drill_leaves_nothing_behind(
         client = docker.from_env()
         left = client.containers.list(all=True, filters={"label": "dr.drill"})
         assert [c.name for c in left] == []
+
+
+def test_version_mismatch_is_refused_or_warned_and_old_backups_fail(
+    source: Any, tmp_path: Path
+) -> None:
+    # A backup that claims to come from another OpenBao version (manifest re-sealed with
+    # the backup's own data key, as a real backup of that version would be).
+    from dr.backups import resolve_backup
+
+    config_path = private_copy(source, tmp_path)
+    config = load_config(str(config_path))
+    store = open_store(config.storage)
+    layout = Layout(config.storage.prefix, config.cluster)
+    manifest = resolve_backup(store, layout, source["id"])
+    data_key, _ = unlock(manifest, build_recipients(config.encryption))
+    manifest.vault["version"] = "2.6.0"
+    manifest.seal(data_key)
+    store.put_bytes(layout.key(manifest.backup_id, MANIFEST_NAME), manifest.dumps())
+
+    proc = run_dr("drill", "--runtime", "process", config=config_path, timeout=600)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE
+    assert "2.6.0" in line and "--allow-version-mismatch" in line
+
+    # With the flag it warns loudly and runs; the backup is older than 1 s: exit 12.
+    code, report = drill(
+        config_path,
+        "--runtime",
+        "process",
+        "--allow-version-mismatch",
+        "--max-backup-age",
+        "1s",
+    )
+    assert code == ExitCode.BACKUP_TOO_OLD, report["verdict"]
+    assert report["checks"]["passed"] is True
+    assert "2.6.0" in report["drill"]["version_warning"]
