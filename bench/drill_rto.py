@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from dr.crypto.keyfile import generate_keyfile  # noqa: E402
 from dr.vault.localserver import LocalBao  # noqa: E402
-from tests.stack.openbao import populate  # noqa: E402
+from tests.stack.openbao import hvac_client, populate  # noqa: E402
 
 
 def dr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -105,7 +105,7 @@ def one_size(count: int, tmp: Path) -> dict[str, Any]:
         source.start()
         init = source.init()
         t = time.monotonic()
-        secrets = populate(source.client(), count=count)
+        secrets = populate(hvac_client(source), count=count)
         print(f"[{count}] populated in {time.monotonic() - t:.1f} s", file=sys.stderr)
         keyfile = tmp / f"k-{count}.key"
         generate_keyfile(keyfile)

@@ -1,14 +1,14 @@
 """Benchmark: the drill's verify stage against a bare hvac read loop.
 
 FACTS.md ("Measured floors"): reading secrets back with hvac is bound by the client
-(hvac + requests spend more CPU per read than the server). `dr.drill.checks` reads over
+(hvac + requests spend more CPU per read than the server). `dr.ops.checks` reads over
 a few persistent, pipelined connections instead. This script measures both on the same
 server, over TCP and over a unix socket:
 
   hvac            for every secret: client.secrets.kv.v2.read_secret_version(...)
                   (one pooled requests session; through the unix socket with the
                   Endpoint's requests adapter)
-  check_catalog   dr.drill.checks.check_catalog(...) on a catalog of the same secrets:
+  check_catalog   dr.ops.checks.check_catalog(...) on a catalog of the same secrets:
                   every secret read and judged, plus mounts, auth methods, policies
                   and the recursive LIST of every kv mount (extra paths)
 
@@ -45,8 +45,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dr.drill.checks import check_catalog  # noqa: E402
+from dr.ops.checks import check_catalog  # noqa: E402
 from dr.vault.catalog import Catalog, Mount, SecretEntry  # noqa: E402
+from dr.vault.connection import VaultClient  # noqa: E402
 from dr.vault.endpoint import Endpoint  # noqa: E402
 from dr.vault.localserver import LocalBao  # noqa: E402
 
@@ -104,7 +105,7 @@ def populate(bao: LocalBao, token: str, names: list[str], threads: int = 16) -> 
 
 
 def build_catalog(bao: LocalBao, token: str, names: list[str]) -> Catalog:
-    hvac_client = bao.client(token)
+    hvac_client = _hvac(Endpoint(addr=bao.addr), token)
     mounts = []
     for path, info in sorted(hvac_client.sys.list_mounted_secrets_engines()["data"].items()):
         kv_version = None
@@ -125,8 +126,19 @@ def build_catalog(bao: LocalBao, token: str, names: list[str]) -> Catalog:
     return catalog
 
 
+def _hvac(endpoint: Endpoint, token: str) -> Any:
+    """The obvious script's client: hvac over requests (over the unix socket too)."""
+    import hvac
+
+    from dr.vault.connection import _session
+
+    return hvac.Client(
+        url=endpoint.base_url, token=token, session=_session(endpoint, 0, 4), timeout=300
+    )
+
+
 def hvac_loop(endpoint: Endpoint, token: str, names: list[str]) -> float:
-    client = endpoint.hvac_client(token)
+    client = _hvac(endpoint, token)
     started = time.perf_counter()
     for name in names:
         resp = client.secrets.kv.v2.read_secret_version(
@@ -137,7 +149,7 @@ def hvac_loop(endpoint: Endpoint, token: str, names: list[str]) -> float:
 
 
 def check_run(endpoint: Endpoint, token: str, catalog: Catalog, **kwargs: Any) -> float:
-    report = check_catalog(endpoint, token, catalog, **kwargs)
+    report = check_catalog(VaultClient(endpoint, token=token), catalog, **kwargs)
     if not report.passed:
         raise SystemExit(f"check failed: {report.failures()}")
     return report.seconds

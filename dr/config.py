@@ -17,97 +17,34 @@ from typing import Any
 import yaml
 
 from dr.configschema import Section, parse_with
-from dr.errors import ConfigError, UsageError
+from dr.crypto.settings import EncryptionConfig, RecipientConfig
+from dr.crypto.x25519 import parse_recipient
+from dr.errors import ConfigError
+from dr.storage.settings import FileStorageConfig, S3StorageConfig, StorageConfig
+from dr.vault.auth import DEFAULT_SA_TOKEN, METHODS, AuthSettings, Credential
+from dr.vault.settings import NO_VAULT, VaultSettings
+
+# The leaf packages own their settings types; these names stay importable from here.
+VaultConfig = VaultSettings
+__all__ = [
+    "NO_VAULT",
+    "Config",
+    "DrillConfig",
+    "EncryptionConfig",
+    "FileStorageConfig",
+    "RecipientConfig",
+    "S3StorageConfig",
+    "StorageConfig",
+    "VaultConfig",
+    "load_config",
+    "parse_config",
+]
 
 DEFAULT_CONFIG = "dr.yaml"
+# The transit Vault's token has its own variable, so the backed-up cluster's VAULT_TOKEN
+# is never sent to another server by accident.
+TRANSIT_TOKEN_ENV = "VAULT_TRANSIT_TOKEN"  # noqa: S105 - a variable name
 CLUSTER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
-
-
-@dataclass(frozen=True)
-class VaultConfig:
-    addrs: tuple[str, ...]
-    token_env: str = "VAULT_TOKEN"  # noqa: S105 - a variable name, not a secret
-    token_file: Path | None = None
-    namespace: str | None = None
-    timeout: float = 60.0
-    ca_cert: Path | None = None
-    tls_skip_verify: bool = False
-    connect_retries: int = 3
-
-    def token(self) -> str:
-        """The token, from the file when set, else from the named environment variable."""
-        if self.token_file is not None:
-            try:
-                token = self.token_file.read_text().strip()
-            except OSError as exc:
-                raise UsageError(
-                    f"cannot read vault.token_file {self.token_file}: {exc.strerror}"
-                ) from None
-            if token:
-                return token
-            raise UsageError(f"vault.token_file {self.token_file} is empty")
-        token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            raise UsageError(
-                f"no Vault token: set the environment variable {self.token_env} "
-                "(vault.token_env) or vault.token_file"
-            )
-        return token
-
-
-# The vault section of a config without one (break-glass): no node to back up from.
-NO_VAULT = VaultConfig(addrs=())
-
-
-@dataclass(frozen=True)
-class S3StorageConfig:
-    bucket: str
-    prefix: str = ""
-    region: str | None = None
-    endpoint_url: str | None = None
-    chunk_size: int = 8 << 20
-    max_concurrency: int = 2
-    type: str = "s3"
-
-    def store_options(self) -> dict[str, Any]:
-        """Keyword arguments of the store class registered under `type`."""
-        return {
-            "bucket": self.bucket,
-            "region": self.region,
-            "endpoint_url": self.endpoint_url,
-            "chunk_size": self.chunk_size,
-            "max_concurrency": self.max_concurrency,
-        }
-
-
-@dataclass(frozen=True)
-class FileStorageConfig:
-    path: Path
-    prefix: str = ""
-    type: str = "file"
-
-    def store_options(self) -> dict[str, Any]:
-        return {"root": self.path}
-
-
-StorageConfig = S3StorageConfig | FileStorageConfig
-
-
-@dataclass(frozen=True)
-class RecipientConfig:
-    """One recipient of the data key. `options` holds the type's own validated keys."""
-
-    type: str
-    name: str
-    options: Mapping[str, Any]
-    where: str
-
-
-@dataclass(frozen=True)
-class EncryptionConfig:
-    recipients: tuple[RecipientConfig, ...]
-    frame_size: int = 1 << 20
-    require_offline: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,7 +84,86 @@ def _prefix(section: Section) -> str:
     return prefix
 
 
-def _vault(s: Section, base: Path) -> VaultConfig:
+_ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def _credential(
+    s: Section,
+    base: Path,
+    name: str,
+    *,
+    env_default: str | None = None,
+    file_default: Path | None = None,
+    required: bool = True,
+) -> Credential | None:
+    """`<name>_file` or `<name>_env` of section `s` (never the value itself)."""
+    where = f"{s.where}.{name}" if s.where else name
+    if s.has(name):
+        raise s.error(
+            name,
+            f"secrets do not belong in the config file; set {name}_file (a path) or "
+            f"{name}_env (the NAME of an environment variable)",
+        )
+    path = _path(s, f"{name}_file", base)
+    env = s.text(f"{name}_env", pattern=_ENV_NAME)
+    if path is not None and env is not None:
+        raise s.error(f"{name}_env", f"set either {name}_file or {name}_env, not both")
+    if path is None and env is None:
+        if file_default is not None:
+            path = file_default
+        elif env_default is not None:
+            env = env_default
+        elif required:
+            raise s.error(f"{name}_file", f"is required (or {name}_env)")
+        else:
+            return None
+    return Credential(env=env, file=path, where=where)
+
+
+def parse_auth(
+    s: Section,
+    base: Path,
+    *,
+    token_env_default: str = "VAULT_TOKEN",  # noqa: S107 - a variable name
+    legacy: Section | None = None,
+) -> AuthSettings:
+    """A `vault.auth` block (also the vault-transit recipient's `auth`).
+
+    `legacy`: the enclosing section, whose `token_env`/`token_file` keys (from before
+    `auth` existed) still configure the token method."""
+    method = s.text("method", "token", choices=METHODS) or "token"
+    mount = s.text("mount", method, pattern=r"[A-Za-z0-9._/-]+") or method
+    namespace = s.text("namespace")
+    where = s.where
+    if method == "token":
+        source = s
+        if legacy is not None and (legacy.has("token_env") or legacy.has("token_file")):
+            if s.has("token_env") or s.has("token_file"):
+                raise s.error("token_file", "set the token in auth or beside it, not both")
+            source = legacy
+        token = _credential(source, base, "token", env_default=token_env_default)
+        assert token is not None
+        s.done()
+        return AuthSettings(method="token", token=token, where=where)
+    # Each method's own keys (docs/config.md); a credential is a file or a variable.
+    own: dict[str, Any] = {}
+    if method == "approle":
+        own["role_id"] = _credential(s, base, "role_id")
+        own["secret_id"] = _credential(s, base, "secret_id")
+        own["secret_id_wrapped"] = s.flag("secret_id_wrapped", False)
+    else:
+        own["role"] = s.req_str("role", pattern=r"[A-Za-z0-9._@-]+")
+        own["jwt"] = (
+            _credential(s, base, "token", file_default=DEFAULT_SA_TOKEN)
+            if method == "kubernetes"
+            else _credential(s, base, "jwt")
+        )
+    settings = AuthSettings(method=method, mount=mount, namespace=namespace, where=where, **own)
+    s.done()
+    return settings
+
+
+def _vault(s: Section, base: Path) -> VaultSettings:
     addr = s.text("addr")
     addrs = s.str_list("addrs")
     if addr and addrs:
@@ -164,10 +180,19 @@ def _vault(s: Section, base: Path) -> VaultConfig:
             "tokens do not belong in the config file; put the variable's name in "
             "vault.token_env or a file path in vault.token_file",
         )
-    return VaultConfig(
+    if s.has("auth"):
+        auth = parse_with(s.section("auth"), lambda a: parse_auth(a, base, legacy=s))
+    else:
+        token = _credential(s, base, "token", env_default="VAULT_TOKEN")
+        assert token is not None
+        auth = AuthSettings(method="token", token=token, where=f"{s.where}.auth")
+    if auth.method != "token" and (s.has("token_env") or s.has("token_file")):
+        raise s.error(
+            "token_env", f"vault.auth.method is {auth.method}: the token comes from the login"
+        )
+    return VaultSettings(
         addrs=tuple(n.rstrip("/") for n in nodes),
-        token_env=s.text("token_env", "VAULT_TOKEN", pattern=r"[A-Za-z_][A-Za-z0-9_]*") or "",
-        token_file=_path(s, "token_file", base),
+        auth=auth,
         namespace=s.text("namespace"),
         timeout=s.duration("timeout", 60.0) or 60.0,
         ca_cert=_path(s, "ca_cert", base),
@@ -207,10 +232,8 @@ def _keyfile_options(s: Section, base: Path) -> dict[str, Any]:
 
 
 def _x25519_options(s: Section, base: Path) -> dict[str, Any]:
-    # Imported here: dr.crypto imports this module. The check is the codec's own, so a
-    # mistyped recipient fails at load time with its location, not at the first backup.
-    from dr.crypto.x25519 import parse_recipient
-
+    # The check is the codec's own, so a mistyped recipient fails at load time with its
+    # location, not at the first backup.
     recipient = s.req_str("recipient")
     try:
         parse_recipient(recipient)
@@ -221,14 +244,23 @@ def _x25519_options(s: Section, base: Path) -> dict[str, Any]:
 
 def _transit_options(s: Section, base: Path) -> dict[str, Any]:
     addr = s.req_str("addr", pattern=r"https?://\S+", hint="http(s)://host:port")
+    if s.has("auth"):
+        auth = parse_with(
+            s.section("auth"),
+            lambda a: parse_auth(a, base, token_env_default=TRANSIT_TOKEN_ENV, legacy=s),
+        )
+    else:
+        token = _credential(s, base, "token", env_default=TRANSIT_TOKEN_ENV)
+        assert token is not None
+        auth = AuthSettings(method="token", token=token, where=f"{s.where}.auth")
     return {
         "addr": addr.rstrip("/"),
         "key": s.req_str("key", pattern=r"[A-Za-z0-9._-]+"),
         "mount": s.text("mount", "transit", pattern=r"[A-Za-z0-9._/-]+"),
-        "token_env": s.text("token_env", "VAULT_TRANSIT_TOKEN", pattern=r"[A-Za-z_][A-Za-z0-9_]*"),
-        "token_file": _path(s, "token_file", base),
+        "auth": auth,
         "namespace": s.text("namespace"),
         "ca_cert": _path(s, "ca_cert", base),
+        "tls_skip_verify": s.flag("tls_skip_verify", False),
         "timeout": s.duration("timeout", 30.0),
     }
 

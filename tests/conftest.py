@@ -35,7 +35,7 @@ from dr.errors import UsageError
 from dr.vault.localserver import LocalBao, find_bao_binary
 from tests.stack.ci import missing
 from tests.stack.moto_kms import MotoServer
-from tests.stack.openbao import PopulatedBao, populate
+from tests.stack.openbao import PopulatedBao, hvac_client, populate
 from tests.stack.procs import kill_groups, stack_processes
 from tests.stack.seaweedfs import SeaweedS3, find_weed_binary
 
@@ -141,7 +141,7 @@ def bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     try:
         server.start()
         keys = server.init()
-        secrets = populate(server.client())
+        secrets = populate(hvac_client(server))
         yield PopulatedBao(server=server, keys=keys, secrets=secrets)
     finally:
         server.stop()

@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
-from dr.backup import run_backup
-from dr.backups import list_backups, resolve_backup
-from dr.cli.main import State, pass_state
+from dr.cli.state import State, pass_state
 from dr.crypto.recipients import select_wrappers
 from dr.manifest import Layout, Manifest
+from dr.ops.backup import run_backup
+from dr.ops.find import list_backups, resolve_backup
+from dr.ops.verify import verify_backup
 from dr.progress import Progress, human_bytes
 from dr.storage.factory import open_store
-from dr.verify import verify_backup
 
 
 def _progress(state: State, label: str) -> Progress:
@@ -39,6 +39,12 @@ def summary(m: Manifest) -> dict[str, Any]:
         "snapshot_bytes": m.snapshot.plaintext_size,
         "snapshot_stored_bytes": m.snapshot.ciphertext_size,
         "catalog_secrets": m.catalog_counts.get("secrets"),
+        "catalog": {
+            "secrets": m.catalog_counts.get("secrets"),
+            # backups made before namespaces were walked name none: the root alone
+            "namespaces": m.catalog_counts.get("namespaces", 1),
+            "namespaces_skipped": m.catalog_counts.get("namespaces_skipped", 0),
+        },
         "recipients": [f"{s.type}:{s.name}" for s in m.recipients],
         "version_ids": {
             "snapshot": m.snapshot.version_id,
@@ -84,7 +90,9 @@ def list_(state: State, as_json: bool) -> None:
             }
         )
         return
-    rows = [("BACKUP ID", "CREATED", "SNAPSHOT", "RAFT INDEX", "SECRETS", "RECIPIENTS", "VERSION")]
+    rows = [
+        ("BACKUP ID", "CREATED", "SNAPSHOT", "RAFT INDEX", "SECRETS", "NAMESPACES", "RECIPIENTS")
+    ]
     for m in listing.backups:
         rows.append(
             (
@@ -93,8 +101,8 @@ def list_(state: State, as_json: bool) -> None:
                 human_bytes(m.snapshot.plaintext_size),
                 str(m.snapshot_info.get("raft_index", "")),
                 str(m.catalog_counts.get("secrets", "")),
+                str(m.catalog_counts.get("namespaces", 1)),
                 ",".join(f"{s.type}:{s.name}" for s in m.recipients),
-                (m.snapshot.version_id or "-")[:16],
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

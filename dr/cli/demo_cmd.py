@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from dr.cli.main import State, pass_state
-from dr.demo import run_demo
+from dr.cli.state import State, pass_state
+from dr.ops.demo import run_demo
 from dr.progress import Progress
 
 

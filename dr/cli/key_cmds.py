@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from dr.cli.main import State, pass_state
+from dr.cli.state import State, pass_state
 from dr.crypto.x25519 import (
     SECRET_CHARS,
     SECRET_PREFIX,
@@ -146,7 +146,7 @@ def rewrap(
     A backup is never left without a recipient. Removing a recipient does not revoke it:
     the old manifest version keeps its stanza (docs/keys.md).
     """
-    from dr.rewrap import run_rewrap
+    from dr.ops.rewrap import run_rewrap
 
     result = run_rewrap(
         state.config(),

@@ -10,33 +10,17 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
 
 import click
 
 import dr
-from dr.config import Config, load_config
+from dr.cli.state import State
 from dr.errors import DRError, ExitCode, Interrupted
 from dr.logsetup import setup_logging
 
 log = logging.getLogger("dr")
-
-
-@dataclass
-class State:
-    config_path: str | None
-    quiet: bool
-    _config: Config | None = None
-
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-
-pass_state = click.make_pass_decorator(State)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

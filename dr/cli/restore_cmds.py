@@ -9,15 +9,16 @@ from pathlib import Path
 
 import click
 
-from dr.backups import resolve_backup
-from dr.cli.main import State, pass_state
+from dr.cli.state import State, pass_state
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper, select_wrappers
 from dr.errors import UsageError
 from dr.manifest import Layout, Manifest
+from dr.ops.find import resolve_backup
 from dr.progress import Progress, human_bytes
 from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
+from dr.vault.auth import AuthSettings, Credential
 
 identity_option = click.option(
     "--identity",
@@ -50,14 +51,25 @@ def _progress(state: State, label: str) -> Progress:
     "--token-env",
     default=None,
     metavar="VAR",
-    help="Variable holding a token of the TARGET (before the restore). Default: vault.token_env.",
+    help="Variable holding a token of the TARGET (used before the restore). "
+    "Default: vault.auth (vault.token_env / vault.token_file, or the login).",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding a token of the TARGET (instead of --token-env).",
 )
 @click.option(
     "--verify-token-env",
     default=None,
     metavar="VAR",
     help="Variable holding a SOURCE-cluster token that can read every path, used after "
-    "the restore to verify it. Default: the same as --token-env.",
+    "the restore to verify it. Default: vault.auth, the source cluster's credentials.",
+)
+@click.option(
+    "--verify-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding that SOURCE-cluster token (instead of --verify-token-env).",
 )
 @click.option(
     "--unseal-keys-file",
@@ -75,7 +87,9 @@ def restore(
     which: str,
     target: str,
     token_env: str | None,
+    token_file: Path | None,
     verify_token_env: str | None,
+    verify_token_file: Path | None,
     unseal_keys_file: Path | None,
     no_verify: bool,
     yes: bool,
@@ -87,17 +101,28 @@ def restore(
 
     Every frame is authenticated before the first byte is sent to Vault.
     """
-    from dr.restore import RestoreRequest, run_restore
+    from dr.ops.restore import RestoreRequest, run_restore
 
     config, store, manifest = open_backup(state, which)
-    token_var = token_env or config.vault.token_env
-    token = os.environ.get(token_var, "").strip()
-    if not token:
-        raise UsageError(f"no token for the target: set the environment variable {token_var}")
-    verify_var = verify_token_env or token_var
-    verify_token = os.environ.get(verify_var, "").strip()
-    if not verify_token and not no_verify:
-        raise UsageError(f"no token to verify with: set {verify_var} or pass --no-verify")
+    configured = config.vault.auth
+    target_auth = _token_auth(token_env, token_file, "--token") or configured
+    verify_auth = None
+    if not no_verify:
+        # After a forced restore the target holds the SOURCE cluster's auth data (its own
+        # token died with its old data): verify with the source's credentials.
+        verify_auth = _token_auth(verify_token_env, verify_token_file, "--verify-token")
+        verify_auth = verify_auth or configured
+    # Read now, so a missing variable or file fails before anything is downloaded.
+    if target_auth.method == "token":
+        target_auth.token.read()
+    if verify_auth is not None and verify_auth.method == "token":
+        try:
+            verify_auth.token.read()
+        except UsageError as exc:
+            raise UsageError(
+                f"{exc} (the SOURCE cluster's token verifies the restored Vault; or pass "
+                "--verify-token-env/--verify-token-file, or --no-verify)"
+            ) from None
 
     def confirm(question: str) -> None:
         if yes:
@@ -113,8 +138,8 @@ def restore(
             manifest=manifest,
             wrappers=wrappers_for(config, identity),
             target=target.rstrip("/"),
-            token=token,
-            verify_token=None if no_verify else verify_token,
+            target_auth=target_auth,
+            verify_auth=verify_auth,
             unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
             confirm=confirm,
             progress=_progress(state, "fetch"),
@@ -124,13 +149,16 @@ def restore(
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
     else:
         click.echo(result.summary())
-    if not result.passed:
-        from dr.errors import DrillFailed
+    result.raise_if_failed()
 
-        raise DrillFailed(
-            "the restored Vault does not serve every cataloged path: "
-            + " | ".join(result.failures()[:3])
-        )
+
+def _token_auth(env: str | None, file: Path | None, option: str) -> AuthSettings | None:
+    """`--token-env`/`--token-file` style options as a token login, or None."""
+    if env and file:
+        raise UsageError(f"pass {option}-env or {option}-file, not both")
+    if not env and not file:
+        return None
+    return AuthSettings(method="token", token=Credential(env=env, file=file, where=option))
 
 
 @click.command()
@@ -151,7 +179,7 @@ def decrypt(state: State, which: str, output: Path, identity: Path | None) -> No
     The file is as secret as Vault itself: it is written 0600 and only after every
     frame authenticated; delete it after use.
     """
-    from dr.restore import fetch_backup
+    from dr.ops.fetch import fetch_backup
 
     config, store, manifest = open_backup(state, which)
     if output.exists():
@@ -255,9 +283,8 @@ def drill(
     Exit codes: 0 passed, 10 items failed, 11 RTO above objective, 12 backup too old,
     6 backup failed authentication (no Vault is started then).
     """
-    from dr.drill.drill import DrillOptions, run_drill
-    from dr.drill.report import exit_code, to_json, to_markdown, verdict, write_reports
-    from dr.errors import DRError, ExitCode
+    from dr.ops.drill import DrillOptions, run_drill
+    from dr.ops.report import failure, to_json, to_markdown, write_reports
 
     config, store, manifest = open_backup(state, which)
     options = DrillOptions(
@@ -276,12 +303,8 @@ def drill(
         click.echo(json.dumps(to_json(result), indent=2))
     else:
         click.echo(to_markdown(result), nl=False)
-    code = exit_code(result)
-    if code != ExitCode.OK:
-        error = DRError(f"drill of {result.backup_id}: {verdict(result)}")
-        error.exit_code = (
-            ExitCode(code) if code in ExitCode._value2member_map_ else ExitCode.INTERNAL
-        )
+    error = failure(result)
+    if error is not None:
         raise error
 
 

@@ -16,8 +16,8 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-from dr.config import RecipientConfig
-from dr.crypto.recipients import Stanza, WrapContext, b64d, b64e, register
+from dr.crypto.settings import RecipientConfig
+from dr.crypto.wrapping import Stanza, WrapContext, b64d, b64e, register
 from dr.errors import IntegrityError, KeyAccessError
 
 _RETRIES = {"mode": "standard", "max_attempts": 4}

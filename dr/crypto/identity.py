@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dr.crypto.keyfile import KeyfileRecipient, read_keyfile
-from dr.crypto.recipients import KeyWrapper
+from dr.crypto.wrapping import KeyWrapper
 from dr.crypto.x25519 import (
     SECRET_CHARS,
     SECRET_PREFIX,

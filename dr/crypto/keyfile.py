@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dr.config import RecipientConfig
-from dr.crypto.recipients import Stanza, WrapContext, b64d, b64e, register
+from dr.crypto.settings import RecipientConfig
+from dr.crypto.wrapping import Stanza, WrapContext, b64d, b64e, register
 from dr.errors import IntegrityError, KeyAccessError, UsageError
 
 KEY_SIZE = 32

@@ -11,96 +11,43 @@ Types are registered in `RECIPIENT_TYPES`, keyed by the config's `type`.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
-from dr.config import EncryptionConfig, RecipientConfig
+from dr.crypto.settings import EncryptionConfig
+from dr.crypto.wrapping import (
+    DATA_KEY_SIZE,
+    RECIPIENT_TYPES,
+    KeyWrapper,
+    RecipientFactory,
+    Stanza,
+    WrapContext,
+    b64d,
+    b64e,
+    register,
+)
 from dr.errors import DRError, IntegrityError, KeyAccessError, UsageError
 
+__all__ = [
+    "DATA_KEY_SIZE",
+    "RECIPIENT_TYPES",
+    "KeyWrapper",
+    "RecipientFactory",
+    "Stanza",
+    "WrapContext",
+    "b64d",
+    "b64e",
+    "build_recipients",
+    "check_outside",
+    "new_data_key",
+    "register",
+    "select_wrappers",
+    "unwrap_data_key",
+]
+
 log = logging.getLogger(__name__)
-
-DATA_KEY_SIZE = 32
-
-
-@dataclass(frozen=True)
-class WrapContext:
-    cluster: str
-    backup_id: str
-
-    def as_mapping(self) -> dict[str, str]:
-        """The context as KMS EncryptionContext (visible in CloudTrail)."""
-        return {"vault-dr:cluster": self.cluster, "vault-dr:backup-id": self.backup_id}
-
-    def as_bytes(self) -> bytes:
-        """Canonical bytes for AEAD associated data."""
-        return f"vault-dr wrap v1\ncluster={self.cluster}\nbackup={self.backup_id}\n".encode()
-
-
-@dataclass(frozen=True)
-class Stanza:
-    """One wrapping of the data key, as stored in manifest.json. Holds no secret."""
-
-    type: str
-    name: str
-    key_id: str
-    body: Mapping[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "key_id": self.key_id, **self.body}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Stanza:
-        try:
-            body = {k: str(v) for k, v in data.items() if k not in ("type", "name", "key_id")}
-            return cls(str(data["type"]), str(data["name"]), str(data["key_id"]), body)
-        except (KeyError, TypeError) as exc:
-            raise IntegrityError(f"manifest recipient entry is malformed ({exc})") from None
-
-
-class KeyWrapper(Protocol):
-    """A recipient. `generate` may return None when the type cannot make keys."""
-
-    type_name: str
-    name: str
-    offline: bool  # True when it needs no online service (break-glass)
-
-    def describe(self) -> str: ...
-
-    def wrap(self, data_key: bytes, context: WrapContext) -> Stanza: ...
-
-    def unwrap(self, stanza: Stanza, context: WrapContext) -> bytes: ...
-
-    def matches(self, stanza: Stanza) -> bool: ...
-
-    def generate(self, context: WrapContext) -> tuple[bytes, Stanza] | None: ...
-
-
-RecipientFactory = Callable[[RecipientConfig], KeyWrapper]
-RECIPIENT_TYPES: dict[str, RecipientFactory] = {}
-
-
-def register(type_name: str) -> Callable[[RecipientFactory], RecipientFactory]:
-    def deco(factory: RecipientFactory) -> RecipientFactory:
-        RECIPIENT_TYPES[type_name] = factory
-        return factory
-
-    return deco
-
-
-def b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64d(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (ValueError, TypeError):
-        raise IntegrityError(f"{what} is not valid base64") from None
 
 
 def build_recipients(config: EncryptionConfig) -> list[KeyWrapper]:

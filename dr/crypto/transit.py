@@ -13,52 +13,37 @@ A transit key kept inside the cluster it backs up is lost with that cluster, so 
 backup refuses it: `check_not_inside` compares the transit server's cluster id
 (sys/seal-status) with the backed-up cluster's.
 
-The token comes from the environment variable named by `token_env` (default
-VAULT_TRANSIT_TOKEN, so the backed-up cluster's VAULT_TOKEN is never sent to another
-server by accident) or from `token_file`. It needs `update` on `{mount}/encrypt/{key}`
-(backup, rewrap --add) and `{mount}/decrypt/{key}` (verify, restore, rewrap).
+Logging in: the recipient's `auth` block is the same as `vault.auth` (token, AppRole,
+Kubernetes, JWT; dr/vault/auth.py); without it the token comes from the environment
+variable named by `token_env` (default VAULT_TRANSIT_TOKEN, so the backed-up cluster's
+VAULT_TOKEN is never sent to another server by accident) or from `token_file`. A login
+is made on first use and revoked at exit. The token needs `update` on
+`{mount}/encrypt/{key}` (backup, rewrap --add) and `{mount}/decrypt/{key}` (verify,
+restore, rewrap).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import hashlib
 import hmac
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-import hvac
-import hvac.exceptions
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
-from dr.config import RecipientConfig
-from dr.crypto.recipients import DATA_KEY_SIZE, Stanza, WrapContext, register
-from dr.errors import DRError, IntegrityError, KeyAccessError, UsageError
+from dr.crypto.settings import RecipientConfig
+from dr.crypto.wrapping import DATA_KEY_SIZE, Stanza, WrapContext, register
+from dr.errors import DRError, IntegrityError, KeyAccessError, UsageError, VaultError
+from dr.vault.auth import AuthSettings, Credential, Login
+from dr.vault.connection import TLSSettings, VaultClient, VaultUnreachable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_ENV = "VAULT_TRANSIT_TOKEN"  # noqa: S105 - a variable name, not a secret
 DEFAULT_MOUNT = "transit"
 _CONNECT_RETRIES = 3
-
-
-def _session() -> requests.Session:
-    # Connection errors happen before a request is sent, so retrying them is safe for
-    # POST too (urllib3 does not check the method for connect retries); read errors
-    # are not retried: the server may have acted.
-    session = requests.Session()
-    retry = Retry(
-        total=_CONNECT_RETRIES, connect=_CONNECT_RETRIES, read=0, status=0, backoff_factor=0.5
-    )
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 class VaultTransitRecipient:
@@ -72,10 +57,12 @@ class VaultTransitRecipient:
         key: str,
         *,
         mount: str = DEFAULT_MOUNT,
+        auth: AuthSettings | None = None,
         token_env: str = DEFAULT_TOKEN_ENV,
         token_file: Path | None = None,
         namespace: str | None = None,
         ca_cert: Path | None = None,
+        tls_skip_verify: bool = False,
         timeout: float = 30.0,
     ) -> None:
         self.name = name
@@ -83,63 +70,69 @@ class VaultTransitRecipient:
         self.key = key
         self.mount = mount.strip("/")
         self.key_id = f"{self.mount}/{key}"
-        self.token_env = token_env
-        self.token_file = token_file
+        self.auth = auth or AuthSettings(
+            token=Credential(env=token_env, file=token_file, where=f"recipient '{name}' token")
+        )
         self.namespace = namespace
-        self.verify: bool | str = str(ca_cert) if ca_cert else True
+        self.tls = TLSSettings(ca_cert=ca_cert, skip_verify=tls_skip_verify)
         self.timeout = timeout
-        self._client: Any = None
+        self._client: VaultClient | None = None
+        self._login: Login | None = None
 
     def describe(self) -> str:
         return f"vault-transit {self.key_id} at {self.addr}"
 
-    def _token(self) -> str:
-        if self.token_file is not None:
-            try:
-                token = self.token_file.read_text().strip()
-            except OSError as exc:
-                raise UsageError(
-                    f"recipient '{self.name}': cannot read token_file {self.token_file}: "
-                    f"{exc.strerror}"
-                ) from None
-        else:
-            token = os.environ.get(self.token_env, "").strip()
-        if not token:
-            where = (
-                f"token_file {self.token_file} is empty"
-                if self.token_file
-                else f"set the environment variable {self.token_env} (token_env)"
-            )
-            raise UsageError(f"no token for the transit Vault of recipient '{self.name}': {where}")
-        return token
+    def _plain_client(self) -> VaultClient:
+        return VaultClient.at(
+            self.addr,
+            tls=self.tls,
+            timeout=self.timeout,
+            retries=_CONNECT_RETRIES,
+            namespace=self.namespace,
+            label=self.addr,
+        )
 
     @property
-    def client(self) -> Any:
+    def client(self) -> VaultClient:
+        """Logged in on first use; the login is revoked at exit (or by close())."""
         if self._client is None:
-            self._client = hvac.Client(
-                url=self.addr,
-                token=self._token(),
-                timeout=self.timeout,
-                verify=self.verify,
-                namespace=self.namespace,
-                session=_session(),
-            )
+            client = self._plain_client()
+            login = Login(self.auth, client)
+            try:
+                login.start()
+            except UsageError as exc:
+                raise UsageError(
+                    f"no credentials for the transit Vault of recipient '{self.name}': {exc}"
+                ) from None
+            except VaultError as exc:
+                raise self._fail("login", exc) from None
+            client.set_token(login.token)
+            self._client, self._login = client, login
+            atexit.register(self.close)
         return self._client
 
-    def _fail(self, operation: str, exc: Exception) -> DRError:
+    def close(self) -> None:
+        login, self._login = self._login, None
+        if login is not None:
+            login.close()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _fail(self, operation: str, exc: Exception, status: int = 0) -> DRError:
         where = f"transit {operation} with key {self.key_id} at {self.addr}"
-        if isinstance(exc, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
+        if status in (401, 403):
             return KeyAccessError(
                 f"{where} was denied; the token needs update on {self.mount}/{operation}/"
                 f"{self.key} (docs/keys.md)"
             )
-        if isinstance(exc, hvac.exceptions.InvalidPath):
+        if status == 404:
             return KeyAccessError(
                 f"{where} failed: no such mount or key; check the recipient's mount and key"
             )
-        if isinstance(exc, hvac.exceptions.VaultDown):
+        if status == 503:
             return KeyAccessError(f"{where} failed: that Vault is sealed; unseal it")
-        if isinstance(exc, requests.RequestException):
+        if isinstance(exc, VaultUnreachable):
             # Opening a backup has a way around a Vault that is gone: an offline identity.
             way_out = (
                 ", or pass --identity FILE to open the backup with an offline identity"
@@ -147,22 +140,28 @@ class VaultTransitRecipient:
                 else ""
             )
             return KeyAccessError(
-                f"{where} failed: cannot reach the transit Vault ({type(exc).__name__}); "
-                f"check the network{way_out}"
+                f"{where} failed: cannot reach the transit Vault; check the network{way_out}"
             )
-        detail = "; ".join(str(e) for e in getattr(exc, "errors", None) or [exc])[:200]
-        return KeyAccessError(f"{where} failed: {detail}")
+        return KeyAccessError(f"{where} failed: {str(exc)[:200]}")
+
+    def _transit(self, operation: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            reply = self.client.send("POST", f"{self.mount}/{operation}/{self.key}", json=body)
+        except VaultUnreachable as exc:
+            raise self._fail(operation, exc) from None
+        return reply.status, reply.data() if reply.ok or reply.status == 400 else {
+            "errors": reply.errors
+        }
 
     def cluster_id(self) -> str:
         """The transit server's cluster id (unauthenticated sys/seal-status)."""
+        client = self._plain_client()
         try:
-            resp = _session().get(
-                f"{self.addr}/v1/sys/seal-status", timeout=min(self.timeout, 15), verify=self.verify
-            )
-            resp.raise_for_status()
-            return str(resp.json().get("cluster_id", ""))
-        except (requests.RequestException, ValueError) as exc:
+            return str(client.unauthenticated("sys/seal-status").get("cluster_id", ""))
+        except VaultError as exc:
             raise self._fail("seal-status", exc) from None
+        finally:
+            client.close()
 
     def check_not_inside(self, cluster_id: str) -> None:
         """Refuse a transit key that lives in the cluster being backed up."""
@@ -185,15 +184,12 @@ class VaultTransitRecipient:
 
     def wrap(self, data_key: bytes, context: WrapContext) -> Stanza:
         plaintext = base64.b64encode(data_key + self._binding(context)).decode()
-        try:
-            resp = self.client.secrets.transit.encrypt_data(
-                name=self.key, plaintext=plaintext, mount_point=self.mount
-            )
-            ciphertext = str(resp["data"]["ciphertext"])
-        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
-            raise self._fail("encrypt", exc) from None
-        except (KeyError, TypeError):
-            raise KeyAccessError(f"transit encrypt at {self.addr} sent no ciphertext") from None
+        status, doc = self._transit("encrypt", {"plaintext": plaintext})
+        if status != 200:
+            raise self._fail("encrypt", KeyAccessError(str(doc.get("errors"))), status)
+        ciphertext = doc.get("data", {}).get("ciphertext") if isinstance(doc, dict) else None
+        if not isinstance(ciphertext, str):
+            raise KeyAccessError(f"transit encrypt at {self.addr} sent no ciphertext")
         return Stanza(
             self.type_name, self.name, self.key_id, {"ciphertext": ciphertext, "addr": self.addr}
         )
@@ -207,20 +203,17 @@ class VaultTransitRecipient:
             raise IntegrityError(
                 f"the vault-transit stanza in backup {context.backup_id} is malformed"
             )
-        try:
-            resp = self.client.secrets.transit.decrypt_data(
-                name=self.key, ciphertext=ciphertext, mount_point=self.mount
-            )
-            plaintext = base64.b64decode(resp["data"]["plaintext"], validate=True)
-        except hvac.exceptions.InvalidRequest as exc:
+        status, doc = self._transit("decrypt", {"ciphertext": ciphertext})
+        if status == 400:
             # Transit answers 400 when the ciphertext does not authenticate under its key.
             raise IntegrityError(
                 f"transit at {self.addr} refused the wrapped key of backup {context.backup_id} "
-                f"({'; '.join(str(e) for e in exc.errors or [])[:120]}): made by another key, "
-                "or the manifest was altered"
-            ) from None
-        except (hvac.exceptions.VaultError, requests.RequestException) as exc:
-            raise self._fail("decrypt", exc) from None
+                f"({errors_of(doc)[:120]}): made by another key, or the manifest was altered"
+            )
+        if status != 200:
+            raise self._fail("decrypt", KeyAccessError(str(doc.get("errors"))), status)
+        try:
+            plaintext = base64.b64decode(doc["data"]["plaintext"], validate=True)
         except (KeyError, TypeError, binascii.Error):
             raise KeyAccessError(f"transit decrypt at {self.addr} sent no plaintext") from None
         key, binding = plaintext[:DATA_KEY_SIZE], plaintext[DATA_KEY_SIZE:]
@@ -234,6 +227,11 @@ class VaultTransitRecipient:
         return key
 
 
+def errors_of(doc: dict[str, Any]) -> str:
+    errors = doc.get("errors")
+    return "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors or "")
+
+
 @register("vault-transit")
 def _factory(config: RecipientConfig) -> VaultTransitRecipient:
     opts = config.options
@@ -242,9 +240,11 @@ def _factory(config: RecipientConfig) -> VaultTransitRecipient:
         opts["addr"],
         opts["key"],
         mount=opts.get("mount") or DEFAULT_MOUNT,
+        auth=opts.get("auth"),
         token_env=opts.get("token_env") or DEFAULT_TOKEN_ENV,
         token_file=opts.get("token_file"),
         namespace=opts.get("namespace"),
         ca_cert=opts.get("ca_cert"),
+        tls_skip_verify=bool(opts.get("tls_skip_verify")),
         timeout=float(opts.get("timeout") or 30.0),
     )

@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from dr.config import RecipientConfig
 from dr.crypto import bech32
-from dr.crypto.recipients import Stanza, WrapContext, b64d, b64e, register
+from dr.crypto.settings import RecipientConfig
+from dr.crypto.wrapping import Stanza, WrapContext, b64d, b64e, register
 from dr.errors import IntegrityError, KeyAccessError, UsageError
 
 KEY_SIZE = 32

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dr.config import StorageConfig
 from dr.storage import open_store as _open_registered
 from dr.storage.base import BackupStore
+from dr.storage.settings import StorageConfig
 
 
 def open_store(config: StorageConfig) -> BackupStore:

@@ -17,6 +17,14 @@ server's clock (`sys/health` server_time_utc): the snapshot was taken inside the
   either state is right.
 - kv-v1 has no metadata: its paths are listed before and after the snapshot. A path in
   both walks is `stable`; in only one it changed during the backup (`uncertain`).
+
+Namespaces (OpenBao 2.3+, Vault Enterprise) are walked like mounts: every namespace
+below the configured one (`vault.namespace`, default the root), found with one
+`GET sys/namespaces?scan=true` (LIST per level when the token lacks `scan`). Every
+mount, auth method, policy and secret carries its namespace as a full path with a
+trailing slash ("team-a/sub/"; "" is the root). A namespace that is locked, being
+deleted or sealed cannot be read: it is recorded in `namespaces_skipped` with the
+reason, never silently left out.
 """
 
 from __future__ import annotations
@@ -28,12 +36,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote as _quote
 
-from dr.vault.client import VaultConnection
+from dr.vault.connection import VaultClient
 from dr.vault.metadata_reader import MetadataReader
 
 log = logging.getLogger(__name__)
 
 CATALOG_FORMAT = 1
+# Mounts every namespace has; not data (the root's sys/, identity/... are not "ns_").
+_BUILTIN_TYPES = {"ns_system", "ns_identity", "ns_cubbyhole", "ns_token"}
 
 STABLE = "stable"
 CHANGED_AFTER = "changed_after_snapshot"
@@ -80,9 +90,10 @@ class Catalog:
     window_end: float
     mounts: list[Mount] = field(default_factory=list)
     auth_methods: list[Mount] = field(default_factory=list)
-    policies: list[str] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
+    policies: list[str] = field(default_factory=list)  # "<namespace><name>"
+    namespaces: list[str] = field(default_factory=list)  # walked, the base first
     secrets: list[SecretEntry] = field(default_factory=list)
+    namespaces_skipped: list[dict[str, str]] = field(default_factory=list)
     walk_started_at: str = ""
     walk_finished_at: str = ""
     format: int = CATALOG_FORMAT
@@ -96,8 +107,17 @@ class Catalog:
             "mounts": len(self.mounts),
             "auth_methods": len(self.auth_methods),
             "policies": len(self.policies),
+            "namespaces": max(1, len(self.namespaces)),
+            "namespaces_skipped": len(self.namespaces_skipped),
             **counts,
         }
+
+    def per_namespace(self) -> dict[str, int]:
+        """Secrets per namespace ("" is the root)."""
+        counts = {ns: 0 for ns in self.namespaces or [""]}
+        for entry in self.secrets:
+            counts[entry.namespace] = counts.get(entry.namespace, 0) + 1
+        return counts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +127,7 @@ class Catalog:
             "window": {"start": self.window_start, "end": self.window_end},
             "walk": {"started_at": self.walk_started_at, "finished_at": self.walk_finished_at},
             "namespaces": self.namespaces,
+            "namespaces_skipped": self.namespaces_skipped,
             "mounts": [asdict(m) for m in self.mounts],
             "auth_methods": [asdict(m) for m in self.auth_methods],
             "policies": self.policies,
@@ -127,6 +148,7 @@ class Catalog:
             walk_started_at=data.get("walk", {}).get("started_at", ""),
             walk_finished_at=data.get("walk", {}).get("finished_at", ""),
             namespaces=list(data.get("namespaces", [])),
+            namespaces_skipped=list(data.get("namespaces_skipped", [])),
             mounts=[Mount(**m) for m in data.get("mounts", [])],
             auth_methods=[Mount(**m) for m in data.get("auth_methods", [])],
             policies=list(data.get("policies", [])),
@@ -206,42 +228,147 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _ns(namespace: str | None) -> str:
+    """A namespace as a full path with a trailing slash ("" for the root)."""
+    cleaned = (namespace or "").strip("/")
+    return f"{cleaned}/" if cleaned else ""
+
+
 class CatalogWalker:
-    """Walks one Vault. Call `prewalk()` before the snapshot and `walk()` after it."""
+    """Walks one Vault. Call `prewalk()` before the snapshot and `walk()` after it.
+
+    `client` is logged in; its namespace is the base of the walk."""
 
     def __init__(
-        self, conn: VaultConnection, *, progress: Callable[[int], None] | None = None
+        self, client: VaultClient, *, progress: Callable[[int], None] | None = None
     ) -> None:
-        self.conn = conn
+        self.client = client
+        self.base = _ns(client.namespace)
         self.progress = progress
+        self._namespaces: list[str] | None = None
+        self._skipped: list[dict[str, str]] = []
         self._mounts: list[Mount] | None = None
         self._kv1_before: dict[str, set[str]] = {}
 
+    def _in(self, namespace: str) -> VaultClient:
+        return self.client.with_namespace(namespace or None)
+
+    # --- namespaces -----------------------------------------------------------------
+    def namespaces(self) -> list[str]:
+        """The base namespace and every one below it, parents before children."""
+        if self._namespaces is None:
+            found: dict[str, dict[str, Any]] = self._scan()
+            skipped: dict[str, str] = {}
+            for path in sorted(found):
+                info = found[path]
+                parent = next((p for p in skipped if path.startswith(p)), None)
+                if parent is not None:  # a lock (or a seal) holds for the whole subtree
+                    skipped[path] = f"inside {skipped[parent].split(':')[0]} {parent}"
+                elif info.get("locked") is True:
+                    skipped[path] = "locked: its API is locked (sys/namespaces/api-lock)"
+                elif info.get("tainted") is True:
+                    skipped[path] = "being deleted"
+            for path, reason in sorted(skipped.items()):
+                log.warning("namespace %s is left out of the catalog: %s", path, reason)
+            self._skipped = [{"namespace": p, "reason": r} for p, r in sorted(skipped.items())]
+            self._namespaces = [self.base] + [p for p in sorted(found) if p not in skipped]
+        return self._namespaces
+
+    def _scan(self) -> dict[str, dict[str, Any]]:
+        """Full path -> key_info of every namespace below the base."""
+        reply = self.client.send("GET", "sys/namespaces", params={"scan": "true"})
+        if reply.status == 404 or (reply.status in (400, 405) and "namespace" not in reply.errors):
+            return {}  # no namespaces here (Vault CE, OpenBao before 2.3) or a leaf
+        if reply.ok:
+            return self._key_infos(reply.data(), self.base)
+        if reply.status != 403:
+            raise self.client.error(reply, "scan sys/namespaces")
+        # No `scan` capability: LIST level by level (needs `list` at every depth).
+        found: dict[str, dict[str, Any]] = {}
+        level = [self.base]
+        while level:
+            following = []
+            for parent in level:
+                doc = self._in(parent).call(
+                    "LIST",
+                    "sys/namespaces",
+                    f"list sys/namespaces in {parent or 'the root namespace'}",
+                    missing_ok=True,
+                    hint="give the token list and scan on sys/namespaces (docs/vault-policy.md):"
+                    " without it the catalog would leave out every namespace",
+                )
+                children = self._key_infos(doc or {}, parent)
+                found.update(children)
+                following.extend(sorted(children))
+            level = following
+        return found
+
+    @staticmethod
+    def _key_infos(doc: dict[str, Any], parent: str) -> dict[str, dict[str, Any]]:
+        data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+        assert isinstance(data, dict)
+        infos = data.get("key_info") if isinstance(data.get("key_info"), dict) else {}
+        assert isinstance(infos, dict)
+        out: dict[str, dict[str, Any]] = {}
+        for key in data.get("keys") or []:
+            info = infos.get(key) if isinstance(infos.get(key), dict) else {}
+            assert isinstance(info, dict)
+            full = _ns(str(info.get("path") or f"{parent}{key}"))
+            if full and full != parent:
+                out[full] = info
+        return out
+
+    def _skip(self, namespace: str, reason: str) -> None:
+        log.warning("namespace %s is left out of the catalog: %s", namespace, reason)
+        self._skipped.append({"namespace": namespace, "reason": reason})
+        assert self._namespaces is not None and namespace != self.base
+        self._namespaces = [ns for ns in self._namespaces if not ns.startswith(namespace)]
+
+    # --- mounts -----------------------------------------------------------------------
     def mounts(self) -> list[Mount]:
         if self._mounts is None:
-            resp = self.conn.get("/v1/sys/mounts", "read sys/mounts")
-            data = resp.get("data", resp) if isinstance(resp, dict) else {}
-            mounts = []
-            for path, info in sorted(data.items()):
-                if not isinstance(info, dict) or "type" not in info:
+            mounts: list[Mount] = []
+            for namespace in list(self.namespaces()):
+                reply = self._in(namespace).send("GET", "sys/mounts")
+                if reply.status == 503 and namespace != self.base:
+                    # Sealed (or locked after the scan): its data is in the snapshot, but
+                    # nothing inside can be listed.
+                    self._skip(namespace, f"unreadable: {reply.errors}")
                     continue
-                kv_version = None
-                if info["type"] in ("kv", "generic"):
-                    options = info.get("options") or {}
-                    kv_version = 2 if str(options.get("version", "1")) == "2" else 1
-                mounts.append(Mount(path=path, type=str(info["type"]), kv_version=kv_version))
+                if not reply.ok:
+                    raise self._in(namespace).error(reply, "read sys/mounts")
+                doc = reply.data()
+                data = doc.get("data", doc) if isinstance(doc.get("data"), dict) else doc
+                for path, info in sorted(data.items()):
+                    if not isinstance(info, dict) or "type" not in info:
+                        continue
+                    if info["type"] in _BUILTIN_TYPES:
+                        continue
+                    kv_version = None
+                    if info["type"] in ("kv", "generic"):
+                        options = info.get("options") or {}
+                        kv_version = 2 if str(options.get("version", "1")) == "2" else 1
+                    mounts.append(
+                        Mount(
+                            path=path,
+                            type=str(info["type"]),
+                            kv_version=kv_version,
+                            namespace=namespace,
+                        )
+                    )
             self._mounts = mounts
         return self._mounts
 
     def _kv_mounts(self, version: int) -> Iterator[Mount]:
         return (m for m in self.mounts() if m.kv_version == version)
 
-    def _list_tree(self, base: str, operation: str) -> Iterator[str]:
+    def _list_tree(self, mount: Mount, base: str, operation: str) -> Iterator[str]:
         """Every leaf key under `base` (a LIST-able API path ending in '/'), depth first."""
+        client = self._in(mount.namespace)
         stack = [""]
         while stack:
             prefix = stack.pop()
-            keys = self.conn.list(f"/v1/{base}{quote(prefix)}", operation)
+            keys = client.list(f"{base}{quote(prefix)}", operation)
             for key in sorted(keys, reverse=True):
                 if key.endswith("/"):
                     stack.append(prefix + key)
@@ -251,52 +378,74 @@ class CatalogWalker:
     def prewalk(self) -> None:
         """List kv-v1 paths before the snapshot (they have no metadata to date them)."""
         for mount in self._kv_mounts(1):
-            self._kv1_before[mount.path] = set(self._list_tree(mount.path, f"list {mount.path}"))
+            key = mount.namespace + mount.path
+            self._kv1_before[key] = set(self._list_tree(mount, mount.path, f"list {key}"))
 
     def walk(self, cluster: str, backup_id: str, window_start: float, window_end: float) -> Catalog:
         catalog = Catalog(cluster, backup_id, window_start, window_end, walk_started_at=_now())
         catalog.mounts = self.mounts()
+        catalog.namespaces = list(self.namespaces())
         catalog.auth_methods = self._auth_methods()
         catalog.policies = self._policies()
         for done, entry in enumerate(self._secrets(window_start, window_end), start=1):
             catalog.secrets.append(entry)
             if self.progress and done % 500 == 0:
                 self.progress(done)
+        catalog.namespaces_skipped = list(self._skipped)
         catalog.walk_finished_at = _now()
         return catalog
 
     def _secrets(self, start: float, end: float) -> Iterable[SecretEntry]:
         for mount in self._kv_mounts(1):
-            before = self._kv1_before.get(mount.path, set())
-            after = set(self._list_tree(mount.path, f"list {mount.path}"))
+            key = mount.namespace + mount.path
+            before = self._kv1_before.get(key, set())
+            after = set(self._list_tree(mount, mount.path, f"list {key}"))
             for path in sorted(before | after):
                 state = STABLE if (path in before and path in after) else UNCERTAIN
-                yield SecretEntry(mount=mount.path, path=path, kv=1, state=state)
-        reader = MetadataReader(self.conn)
+                yield SecretEntry(
+                    mount=mount.path, path=path, kv=1, state=state, namespace=mount.namespace
+                )
+        reader = MetadataReader(self.client)
         try:
             for mount in self._kv_mounts(2):
+                key = mount.namespace + mount.path
                 paths = list(
-                    self._list_tree(f"{mount.path}metadata/", f"list {mount.path}metadata")
+                    self._list_tree(mount, f"{mount.path}metadata/", f"list {key}metadata")
                 )
-                for path, metadata in reader.read(mount.path, paths):
+                for path, metadata in reader.read(mount.namespace, mount.path, paths):
                     if metadata is None:
                         # Deleted (metadata and all) between list and read: it was
                         # written before the walk, so it may be in the snapshot.
-                        yield SecretEntry(mount=mount.path, path=path, kv=2, state=UNCERTAIN)
+                        yield SecretEntry(
+                            mount=mount.path,
+                            path=path,
+                            kv=2,
+                            state=UNCERTAIN,
+                            namespace=mount.namespace,
+                        )
                         continue
                     info = classify_kv2(metadata, start, end)
-                    yield SecretEntry(mount=mount.path, path=path, kv=2, **info)
+                    yield SecretEntry(
+                        mount=mount.path, path=path, kv=2, namespace=mount.namespace, **info
+                    )
         finally:
             reader.close()
 
     def _auth_methods(self) -> list[Mount]:
-        resp = self.conn.get("/v1/sys/auth", "read sys/auth")
-        data = resp.get("data", resp) if isinstance(resp, dict) else {}
-        return [
-            Mount(path=path, type=str(info["type"]))
-            for path, info in sorted(data.items())
-            if isinstance(info, dict) and "type" in info
-        ]
+        methods: list[Mount] = []
+        for namespace in self.namespaces():
+            resp = self._in(namespace).read("sys/auth", "read sys/auth")
+            data = resp.get("data", resp) if isinstance(resp.get("data"), dict) else resp
+            methods.extend(
+                Mount(path=path, type=str(info["type"]), namespace=namespace)
+                for path, info in sorted(data.items())
+                if isinstance(info, dict) and "type" in info and info["type"] not in _BUILTIN_TYPES
+            )
+        return methods
 
     def _policies(self) -> list[str]:
-        return sorted(self.conn.list("/v1/sys/policies/acl", "list sys/policies/acl"))
+        names: list[str] = []
+        for namespace in self.namespaces():
+            listed = self._in(namespace).list("sys/policies/acl", "list sys/policies/acl")
+            names.extend(namespace + name for name in sorted(listed))
+        return names

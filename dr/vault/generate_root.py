@@ -15,7 +15,7 @@ import base64
 from dataclasses import dataclass
 
 from dr.errors import VaultError
-from dr.vault.seal import NodeAPI, UnsealKeys
+from dr.vault.seal import Node, SourceKey
 
 
 @dataclass(frozen=True)
@@ -38,32 +38,44 @@ def decode_root_token(encoded: str, otp: str) -> str:
     return bytes(a ^ b for a, b in zip(raw, pad, strict=True)).decode()
 
 
-def generate_root(node: NodeAPI, keys: UnsealKeys) -> RootToken:
-    node.call("DELETE", "sys/generate-root/attempt")  # cancel a stale attempt, if any
-    start = node.call("PUT", "sys/generate-root/attempt", json={}).json()
+def generate_root(node: Node, key: SourceKey) -> RootToken:
+    """Make a root token with the key that unsealed the node, given as exactly the
+    shares the node asks for (`required`; the source's threshold after the unseal)."""
+    client = node.client
+    attempt = "sys/generate-root/attempt"
+
+    def call(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        return (
+            client.call(method, path, f"{method} {path}", json=body, auth=False, namespace=None)
+            or {}
+        )
+
+    call("DELETE", attempt)  # cancel a stale attempt, if any
+    start = call("PUT", attempt, {})
     otp = str(start.get("otp", ""))
     nonce = str(start.get("nonce", ""))
+    need = max(1, int(str(start.get("required") or 1)))
     if not otp or not nonce:
         raise VaultError(
             f"Vault at {node.label} did not start a generate-root attempt with an OTP; "
             "is `disable_unauthed_generate_root_endpoints = false` set in its listener?"
         )
     body: dict[str, object] = {}
-    for key in keys.keys:
-        body = node.call(
-            "PUT", "sys/generate-root/update", json={"key": key, "nonce": nonce}
-        ).json()
+    for share in key.shares(need):
+        body = call("PUT", "sys/generate-root/update", {"key": share, "nonce": nonce})
         if body.get("complete"):
             break
     encoded = str(body.get("encoded_token") or body.get("encoded_root_token") or "")
     if not body.get("complete") or not encoded:
-        node.call("DELETE", "sys/generate-root/attempt")
+        call("DELETE", attempt)
         raise VaultError(
-            f"generate-root on {node.label} did not complete with the {len(keys.keys)} keys "
-            f"from {keys.source}; the threshold needs more keys"
+            f"generate-root on {node.label} did not complete with {need} shares of the key "
+            f"from {key.source}"
         )
     return RootToken(decode_root_token(encoded, otp))
 
 
-def revoke_self(node: NodeAPI, token: RootToken) -> None:
-    node.call("POST", "auth/token/revoke-self", headers={"X-Vault-Token": token.token})
+def revoke_self(node: Node, token: RootToken) -> None:
+    node.client.with_token(token.token).call(
+        "POST", "auth/token/revoke-self", "revoke the drill's token", namespace=None
+    )

@@ -16,8 +16,9 @@ Why these settings (see FACTS.md, "Throwaway OpenBao"):
 
 Isolation hooks for the drill's process runtime: `argv_prefix` runs the server through a
 wrapper (e.g. `unshare --net ...`, a private network namespace), `unix_socket` adds a unix
-listener, and `base_url` + `session_factory` make every request of this class (health,
-init, unseal, `client()`) go through that socket when the TCP port is unreachable.
+listener, and `endpoint` makes every request of this class (health, init, unseal,
+`vault()`) go through that socket when the TCP port is unreachable. All of them go
+through `dr.vault.connection.VaultClient` and `dr.vault.seal.Node`.
 """
 
 from __future__ import annotations
@@ -32,16 +33,15 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-import hvac
-import requests
-
 from dr.errors import UsageError, VaultError
+from dr.vault.connection import TLSSettings, VaultClient
+from dr.vault.endpoint import Endpoint
+from dr.vault.seal import InitResult, Node, UnsealKeys
 
 LOOPBACK = "127.0.0.1"
 BINARY_ENV = "DR_BAO_BINARY"
@@ -112,24 +112,6 @@ def find_bao_binary(explicit: str | os.PathLike[str] | None = None) -> Path:
     raise UsageError(f"no OpenBao/Vault server binary found; {_BINARY_HINT}")
 
 
-def _plain_session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # no proxy from the environment for loopback
-    return session
-
-
-@dataclass
-class InitResult:
-    """What `operator init` returns; `raw` has the `bao operator init -format=json` shape."""
-
-    keys_b64: list[str]
-    root_token: str
-    raw: dict[str, Any] = field(repr=False)
-
-    def __repr__(self) -> str:  # never print keys or tokens
-        return f"InitResult(keys=<{len(self.keys_b64)} hidden>, root_token=<hidden>)"
-
-
 _running: set[LocalBao] = set()
 _running_lock = threading.Lock()
 
@@ -153,7 +135,7 @@ class LocalBao:
     `unix_socket` adds a `listener "unix"` (mode 0600; generate-root as configured).
     `argv_prefix` is prepended to `BINARY server -config=CFG`; it must exec the binary
     in the same process (stop() signals the process group).
-    `base_url`/`session_factory` say how to reach the server (default: TCP `addr`).
+    `endpoint` says how to reach the server (default: TCP `addr`); `tls` how to trust it.
     `env` is added to the child's environment. `disable_mlock` is for Vault binaries
     (an unknown field in OpenBao 2.7).
     """
@@ -172,8 +154,8 @@ class LocalBao:
         remove_workdir: bool = False,
         unix_socket: Path | None = None,
         argv_prefix: Sequence[str] = (),
-        base_url: str | None = None,
-        session_factory: Callable[[], requests.Session] | None = None,
+        endpoint: Endpoint | None = None,
+        tls: TLSSettings | None = None,
         env: Mapping[str, str] | None = None,
         disable_mlock: bool = False,
     ) -> None:
@@ -189,8 +171,8 @@ class LocalBao:
         self.remove_workdir = remove_workdir
         self.unix_socket = Path(unix_socket) if unix_socket is not None else None
         self.argv_prefix = tuple(argv_prefix)
-        self._base_url = base_url
-        self._session_factory = session_factory or _plain_session
+        self._endpoint = endpoint
+        self.tls = tls
         self.extra_env = dict(env or {})
         self.disable_mlock = disable_mlock
         self.data_dir = self.workdir / "data"
@@ -199,7 +181,7 @@ class LocalBao:
         self.init_result: InitResult | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
-        self._http = self._session_factory()
+        self._clients: dict[Endpoint, Node] = {}
 
     # --- properties -------------------------------------------------------------
     @property
@@ -207,9 +189,24 @@ class LocalBao:
         return f"http://{LOOPBACK}:{self.port}"
 
     @property
-    def base_url(self) -> str:
-        """Where this class sends its requests: `addr`, or the unix-socket base URL."""
-        return (self._base_url or self.addr).rstrip("/")
+    def node(self) -> Node:
+        """Seal/init/unseal operations on this server (one client per address: a port
+        clash at start moves the server to fresh ports)."""
+        endpoint = self.endpoint
+        node = self._clients.get(endpoint)
+        if node is None:
+            client = VaultClient(endpoint, tls=self.tls, retries=0, timeout=30)
+            node = self._clients[endpoint] = Node(client, alive=self._exit_reason)
+        return node
+
+    @property
+    def _http(self) -> VaultClient:
+        return self.node.client
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where this class sends its requests: TCP `addr`, or the unix socket."""
+        return self._endpoint or Endpoint(addr=self.addr)
 
     @property
     def cluster_addr(self) -> str:
@@ -315,11 +312,8 @@ log_level    = "{self.log_level}"
                     f"{self.binary.name} server exited with {code} while starting "
                     f"(log {self.log_file}): {self.log_tail()}"
                 )
-            try:
-                self._http.get(f"{self.base_url}/v1/sys/health", timeout=1)
+            if self._http.health_code(timeout=1) is not None:
                 return
-            except requests.RequestException:
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise VaultError(
@@ -385,142 +379,62 @@ log_level    = "{self.log_level}"
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- HTTP -------------------------------------------------------------------
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-        token: str | None = None,
-        timeout: float = 30,
-    ) -> requests.Response:
-        headers = {"X-Vault-Token": token} if token else {}
-        try:
-            return self._http.request(
-                method,
-                f"{self.base_url}/v1/{path}",
-                json=json,
-                params=params,
-                headers=headers,
-                timeout=timeout,
-            )
-        except requests.RequestException as exc:
-            raise VaultError(f"{self.addr}: {method} {path} failed: {exc}") from exc
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        resp = self._request(method, path, **kwargs)
-        if resp.status_code >= 400:
-            raise VaultError(
-                f"{self.addr}: {method} {path} answered {resp.status_code}: "
-                f"{resp.text.strip()[:300]}"
-            )
-        if not resp.content:
-            return {}
-        body = resp.json()
-        if not isinstance(body, dict):
-            raise VaultError(f"{self.addr}: {method} {path} answered a non-object JSON body")
-        return body
+    def _exit_reason(self) -> str | None:
+        if self._proc is not None and self._proc.poll() is not None:
+            return f"the server exited with {self._proc.returncode}: {self.log_tail(4)}"
+        return None
 
     def health_code(self) -> int | None:
         """HTTP status of sys/health (200 active, 429 standby, 501, 503), None if down."""
-        try:
-            resp = self._http.get(f"{self.base_url}/v1/sys/health", params=_HEALTH_QUERY, timeout=2)
-        except requests.RequestException:
-            return None
-        return resp.status_code
+        return self._http.health_code(timeout=2)
 
     def seal_status(self) -> dict[str, Any]:
-        return self._json("GET", "sys/seal-status", timeout=5)
+        return self._http.unauthenticated("sys/seal-status")
 
     def leader(self) -> dict[str, Any]:
-        return self._json("GET", "sys/leader", timeout=5)
+        return self._http.unauthenticated("sys/leader")
 
-    def client(self, token: str | None = None) -> hvac.Client:
-        """An hvac client for this node; defaults to the root token from `init`."""
+    def vault(self, token: str | None = None) -> VaultClient:
+        """A client of this node; defaults to the root token from `init`."""
         if token is None and self.init_result is not None:
             token = self.init_result.root_token
-        return hvac.Client(
-            url=self.base_url, token=token, session=self._session_factory(), timeout=60
-        )
+        return VaultClient(self.endpoint, tls=self.tls, token=token, timeout=60, retries=0)
 
     # --- init / unseal / join ---------------------------------------------------
     def init(self, shares: int = 1, threshold: int = 1) -> InitResult:
         """Initialize, unseal with the new keys, and wait until this node is active."""
-        body = self._json(
-            "PUT",
-            "sys/init",
-            json={"secret_shares": shares, "secret_threshold": threshold},
-            timeout=60,
-        )
-        raw: dict[str, Any] = {
-            "unseal_keys_b64": list(body.get("keys_base64") or []),
-            "unseal_keys_hex": list(body.get("keys") or []),
-            "unseal_shares": shares,
-            "unseal_threshold": threshold,
-            "recovery_keys_b64": list(body.get("recovery_keys_base64") or []),
-            "recovery_keys_hex": list(body.get("recovery_keys") or []),
-            "recovery_keys_shares": 0,
-            "recovery_keys_threshold": 0,
-            "root_token": body.get("root_token", ""),
-        }
-        result = InitResult(keys_b64=raw["unseal_keys_b64"], root_token=raw["root_token"], raw=raw)
+        result = self.node.init(shares, threshold, timeout=60)
         self.init_result = result
-        self.unseal(result.keys_b64[:threshold])
+        self.unseal(result.keys_b64)
         self.wait_active()
         return result
 
     def unseal(self, keys: list[str], timeout: float = 60) -> None:
-        """Submit keys until the node reports unsealed.
+        """Submit keys until the node reports unsealed (any threshold: the node says).
 
         The timeout is per request: an unseal sent while a restored node is still
         tearing down blocks until the teardown ends (FACTS.md).
         """
         if not keys:
             raise VaultError(f"{self.addr}: no unseal keys given")
-        status: dict[str, Any] = {}
-        for key in keys:
-            status = self._json("PUT", "sys/unseal", json={"key": key}, timeout=timeout)
-            if status.get("sealed") is False:
-                return
-        raise VaultError(
-            f"{self.addr}: still sealed after {len(keys)} key(s) "
-            f"(progress {status.get('progress')}/{status.get('t')})"
-        )
-
-    def _wait(self, what: str, check: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise VaultError(
-                    f"{self.addr}: server exited while waiting to be {what}: {self.log_tail()}"
-                )
-            with contextlib.suppress(VaultError, ValueError):
-                if check():
-                    return
-            if time.monotonic() > deadline:
-                raise VaultError(
-                    f"{self.addr}: not {what} after {timeout:g}s "
-                    f"(health {self.health_code()}); log: {self.log_tail(4)}"
-                )
-            time.sleep(0.1)
+        self.node.unseal(UnsealKeys(tuple(keys), f"the keys of {self.node_id}"), timeout=timeout)
 
     def wait_active(self, timeout: float = 30) -> None:
-        self._wait(
+        self.node.wait(
             "active",
             lambda: self.health_code() == 200 and self.leader().get("is_self") is True,
             timeout,
         )
 
     def wait_standby(self, timeout: float = 30) -> None:
-        self._wait(
+        self.node.wait(
             "a standby",
             lambda: self.health_code() == 429 and self.leader().get("is_self") is False,
             timeout,
         )
 
     def wait_sealed(self, timeout: float = 30) -> None:
-        self._wait("sealed", lambda: self.seal_status().get("sealed") is True, timeout)
+        self.node.wait("sealed", lambda: self.seal_status().get("sealed") is True, timeout)
 
     def join(self, leader: LocalBao, keys: list[str] | None = None, timeout: float = 30) -> None:
         """Join `leader`'s raft cluster as a standby and unseal with the leader's keys."""
@@ -528,10 +442,12 @@ log_level    = "{self.log_level}"
             if leader.init_result is None:
                 raise VaultError(f"{leader.addr}: leader has no known unseal keys")
             keys = leader.init_result.keys_b64
-        body = self._json(
-            "POST",
+        body = self._http.write(
             "sys/storage/raft/join",
-            json={"leader_api_addr": leader.addr},
+            {"leader_api_addr": leader.addr},
+            "raft join",
+            method="POST",
+            auth=False,
             timeout=timeout,
         )
         if body.get("joined") is not True:

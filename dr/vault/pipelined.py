@@ -6,7 +6,7 @@ persistent connection per worker thread (TCP, unix socket or TLS), builds reques
 bytes once, pipelines `pipeline` requests per `sendall`, and parses answers by hand
 (Content-Length, chunked, Connection: close). Parsing of bodies is the caller's
 (`Parser`); bodies hold secret values and are never kept or logged here.
-dr/drill/checks.py explains the design and the measurements.
+dr/ops/checks.py explains the design and the measurements; dr/vault/http11.py parses.
 """
 
 from __future__ import annotations
@@ -25,17 +25,16 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from dr.errors import UsageError
-from dr.vault.client import one_line
+from dr.vault import http11
+from dr.vault.answers import one_line
 from dr.vault.endpoint import Endpoint
 
-_MAX_LINE = 65536
 _READ_BUFFER = 256 * 1024
 _LOST_IN_ROW_FATAL = 3  # reads failing twice in a row before the server counts as gone
 _PROGRESS_EVERY = 0.2  # seconds between progress callbacks
 
 
-class _ProtocolError(Exception):
-    """The server's answer is not HTTP we understand; the connection is dropped."""
+_ProtocolError = http11.ProtocolError  # a malformed answer: the connection is dropped
 
 
 class Answer(NamedTuple):
@@ -122,72 +121,8 @@ class _Connection:
 
     def read_response(self) -> tuple[int, bytes, bool]:
         """(status, body, server closes after this answer) for the next answer."""
-        rfile = self.rfile
-        assert rfile is not None
-        line = rfile.readline(_MAX_LINE)
-        if not line:
-            raise ConnectionError("connection closed by the server")
-        if not line.startswith(b"HTTP/1.") or len(line) < 12:
-            raise _ProtocolError("not an HTTP/1.x status line")
-        try:
-            status = int(line[9:12])
-        except ValueError:
-            raise _ProtocolError("bad status line") from None
-        close = line.startswith(b"HTTP/1.0")
-        length = -1
-        chunked = False
-        while True:
-            header = rfile.readline(_MAX_LINE)
-            if header == b"\r\n" or header == b"\n":
-                break
-            if not header:
-                raise ConnectionError("connection closed inside the headers")
-            name, _, value = header.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise _ProtocolError("bad Content-Length") from None
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = close or b"close" in value.lower()
-        if status < 200 or status in (204, 304):
-            if status < 200:  # an interim answer (no GET of ours asks for one)
-                raise _ProtocolError(f"unexpected interim status {status}")
-            return status, b"", close
-        if chunked:
-            return status, self._read_chunked(rfile), close
-        if length >= 0:
-            body = rfile.read(length)
-            if len(body) != length:
-                raise ConnectionError("connection closed inside a body")
-            return status, body, close
-        return status, rfile.read(), True  # delimited by the end of the connection
-
-    @staticmethod
-    def _read_chunked(rfile: io.BufferedReader) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            line = rfile.readline(_MAX_LINE)
-            if not line:
-                raise ConnectionError("connection closed inside a chunked body")
-            try:
-                size = int(line.split(b";", 1)[0], 16)
-            except ValueError:
-                raise _ProtocolError("bad chunk size") from None
-            if size == 0:
-                while True:  # trailers, up to the blank line
-                    trailer = rfile.readline(_MAX_LINE)
-                    if not trailer:
-                        raise ConnectionError("connection closed inside a chunked body")
-                    if trailer in (b"\r\n", b"\n"):
-                        return b"".join(parts)
-            chunk = rfile.read(size)
-            if len(chunk) != size or rfile.read(2) != b"\r\n":
-                raise ConnectionError("connection closed inside a chunk")
-            parts.append(chunk)
+        assert self.rfile is not None
+        return http11.read_response(self.rfile)
 
 
 def _describe(exc: BaseException) -> str:
@@ -205,23 +140,49 @@ class ReadPool:
     """`workers` persistent connections, each driven by one thread per `run`."""
 
     def __init__(
-        self, target: Target, token: str, workers: int, pipeline: int, timeout: float
+        self,
+        target: Target,
+        token: str,
+        workers: int,
+        pipeline: int,
+        timeout: float,
+        *,
+        namespace: str | None = None,
     ) -> None:
         if not token or not token.isascii() or not token.isprintable() or " " in token:
             raise UsageError("the Vault token is empty or holds characters a token cannot have")
         self.workers = max(1, workers)
         self.pipeline = max(1, pipeline)
+        self.namespace = namespace
         self._conns = [_Connection(target, timeout) for _ in range(self.workers)]
-        self._tail = (
-            f" HTTP/1.1\r\nHost: {target.host_header}\r\nX-Vault-Token: {token}\r\n\r\n"
-        ).encode("ascii")
+        self._head = f" HTTP/1.1\r\nHost: {target.host_header}\r\nX-Vault-Token: {token}\r\n"
+        self._tails: dict[str | None, bytes] = {}
         self._lock = threading.Lock()
         self.fatal: str | None = None
         self.reads = 0
 
-    def request(self, method: str, path: str) -> bytes:
-        """Request bytes for /v1/<path> (path unquoted, no leading slash)."""
-        return method.encode("ascii") + b" /v1/" + quote(path).encode("ascii") + self._tail
+    def _tail(self, namespace: str | None) -> bytes:
+        tail = self._tails.get(namespace)
+        if tail is None:
+            head = self._head.encode("ascii")
+            if namespace:
+                # Sent as UTF-8 bytes: OpenBao matches non-ASCII names byte for byte.
+                if "\r" in namespace or "\n" in namespace:
+                    raise UsageError(f"namespace {namespace!r} holds a line break")
+                head += b"X-Vault-Namespace: " + namespace.encode() + b"\r\n"
+            tail = self._tails[namespace] = head + b"\r\n"
+        return tail
+
+    def request(self, method: str, path: str, namespace: str | object | None = ...) -> bytes:
+        """Request bytes for /v1/<path> (path unquoted, no leading slash), in the pool's
+        namespace unless `namespace` is given (None or "" for the root namespace)."""
+        ns = self.namespace if namespace is ... else namespace
+        return (
+            method.encode("ascii")
+            + b" /v1/"
+            + quote(path).encode("ascii")
+            + self._tail(ns.strip("/") if isinstance(ns, str) and ns.strip("/") else None)
+        )
 
     def close(self) -> None:
         """Stop the workers of a run still going (after an interrupt) and close all."""

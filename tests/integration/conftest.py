@@ -108,8 +108,8 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def drill_image(docker_engine: str, bao_binary: Path) -> str:
-    from dr.drill.image import build_local_image, default_image, image_exists
-    from dr.drill.process_runtime import detect_version
+    from dr.runtime.image import build_local_image, default_image, image_exists
+    from dr.runtime.process import detect_version
 
     tag = default_image(*detect_version(bao_binary))
     if not image_exists(tag):

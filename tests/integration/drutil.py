@@ -14,6 +14,14 @@ import yaml
 from dr.crypto.keyfile import generate_keyfile
 
 
+def write_keys(path: Path, data: dict[str, Any]) -> Path:
+    """An unseal keys file (init JSON or {"keys": [...]}), mode 0600 as dr requires."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return path
+
+
 def s3_storage(seaweed: Any, bucket: str, prefix: str = "prod") -> dict[str, Any]:
     return {
         "type": "s3",

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from dr.backups import list_backups, unlock
 from dr.config import load_config
 from dr.crypto.envelope import decrypt_stream
 from dr.crypto.recipients import build_recipients
 from dr.errors import ExitCode
 from dr.manifest import Layout
+from dr.ops.find import list_backups, unlock
+from dr.ops.verify import load_catalog
 from dr.storage.factory import open_store
 from dr.vault.localserver import free_port
-from dr.verify import load_catalog
 from tests.integration.drutil import (
     all_stored_bytes,
     bao_cli_restore,
@@ -38,6 +38,7 @@ from tests.integration.drutil import (
     s3_storage,
     write_config,
 )
+from tests.stack.openbao import hvac_client
 
 
 @pytest.fixture
@@ -166,7 +167,7 @@ def test_decrypted_snapshot_restores_bit_for_bit_with_bao_cli(
     fresh_bao.wait_active(timeout=60)
 
     # The SOURCE cluster's token works now; every secret reads back bit for bit.
-    mismatched = differing_secrets(fresh_bao.client(bao.root_token), bao)
+    mismatched = differing_secrets(hvac_client(fresh_bao, bao.root_token), bao)
     assert not mismatched, f"{len(mismatched)} secrets differ, e.g. {mismatched[:3]}"
 
 
@@ -209,7 +210,7 @@ def test_standby_is_refused(
 def test_sealed_vault_is_refused(
     tmp_path: Path, fresh_bao: Any, seaweed: Any, versioned_bucket: str
 ) -> None:
-    fresh_bao.client().sys.seal()
+    hvac_client(fresh_bao).sys.seal()
     fresh_bao.wait_sealed()
     config = write_config(
         tmp_path,
@@ -391,7 +392,7 @@ def _policy_from_docs() -> str:
 def test_documented_least_privilege_policy_is_enough(
     tmp_path: Path, fresh_bao: Any, seaweed: Any, versioned_bucket: str
 ) -> None:
-    client = fresh_bao.client()
+    client = hvac_client(fresh_bao)
     client.sys.enable_secrets_engine("kv", path="app", options={"version": "2"})
     client.sys.enable_secrets_engine("kv", path="legacy", options={"version": "1"})
     for i in range(30):
@@ -409,7 +410,7 @@ def test_documented_least_privilege_policy_is_enough(
     import hvac.exceptions
 
     with pytest.raises(hvac.exceptions.Forbidden):
-        fresh_bao.client(token).secrets.kv.v2.read_secret_version(
+        hvac_client(fresh_bao, token).secrets.kv.v2.read_secret_version(
             path="svc/s1", mount_point="app", raise_on_deleted_version=True
         )
     config = write_config(

@@ -21,16 +21,16 @@ from typing import Any
 
 import pytest
 
-from dr.backups import unlock
 from dr.config import load_config
 from dr.crypto.envelope import encrypt_bytes
 from dr.crypto.recipients import build_recipients
 from dr.errors import ExitCode
 from dr.manifest import CATALOG_NAME, MANIFEST_NAME, Layout
+from dr.ops.find import unlock
+from dr.ops.verify import load_catalog
 from dr.storage.factory import open_store
 from dr.vault.catalog import STABLE, SecretEntry
 from dr.vault.localserver import LocalBao
-from dr.verify import load_catalog
 from tests.integration.drutil import (
     copy_file_store,
     dr_json,
@@ -39,7 +39,7 @@ from tests.integration.drutil import (
     run_dr,
     write_config,
 )
-from tests.stack.openbao import populate
+from tests.stack.openbao import hvac_client, populate
 
 SECRETS = 5000
 
@@ -52,7 +52,7 @@ def source(tmp_path_factory: pytest.TempPathFactory, bao_binary: Path) -> Any:
     try:
         server.start()
         init = server.init()
-        secrets = populate(server.client(), count=SECRETS)
+        secrets = populate(hvac_client(server), count=SECRETS)
         keys = tmp / "unseal.json"
         fd = os.open(keys, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -144,7 +144,7 @@ def test_drill_names_a_cataloged_secret_the_vault_does_not_serve(
     config = load_config(str(config_path))
     store = open_store(config.storage)
     layout = Layout(config.storage.prefix, config.cluster)
-    from dr.backups import resolve_backup
+    from dr.ops.find import resolve_backup
 
     manifest = resolve_backup(store, layout, source["id"])
     data_key, _ = unlock(manifest, build_recipients(config.encryption))
@@ -275,7 +275,7 @@ def test_version_mismatch_is_refused_or_warned_and_old_backups_fail(
 ) -> None:
     # A backup that claims to come from another OpenBao version (manifest re-sealed with
     # the backup's own data key, as a real backup of that version would be).
-    from dr.backups import resolve_backup
+    from dr.ops.find import resolve_backup
 
     config_path = private_copy(source, tmp_path)
     config = load_config(str(config_path))

@@ -1,4 +1,4 @@
-"""The drill's verify stage (dr.drill.checks) against real OpenBao servers.
+"""The drill's verify stage (dr.ops.checks) against real OpenBao servers.
 
 Catalogs are built by the real CatalogWalker, then changed by hand to describe a
 restored Vault that lost, changed or hides something.
@@ -21,8 +21,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from dr.config import VaultConfig
-from dr.drill.checks import (
+from dr.ops.checks import (
     FAMILIES,
     Answer,
     CheckReport,
@@ -40,7 +39,7 @@ from dr.vault.catalog import (
     Mount,
     SecretEntry,
 )
-from dr.vault.client import VaultConnection
+from dr.vault.connection import VaultClient
 from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, free_port
 
@@ -49,8 +48,7 @@ ODD_PATH = "odd dir/ünï cødé"  # CatalogWalker (hvac) does not quote "%", "?
 
 
 def walk_catalog(addr: str, token: str) -> Catalog:
-    conn = VaultConnection(VaultConfig(addrs=(addr,)), addr, token)
-    walker = CatalogWalker(conn)
+    walker = CatalogWalker(VaultClient.at(addr, token=token))
     walker.prewalk()
     now = time.time()
     return walker.walk("test", "backup-1", now - 0.001, now)
@@ -63,7 +61,7 @@ def families(report: CheckReport) -> dict[str, Any]:
 def check(endpoint: Endpoint | str, token: str, catalog: Catalog, **kw: Any) -> CheckReport:
     if isinstance(endpoint, str):
         endpoint = Endpoint(addr=endpoint)
-    report = check_catalog(endpoint, token, catalog, **kw)
+    report = check_catalog(VaultClient(endpoint, token=token), catalog, **kw)
     json.dumps(report.to_json())  # always JSON-serialisable
     return report
 
@@ -553,5 +551,6 @@ def test_a_token_with_a_line_break_is_refused() -> None:
 
     with pytest.raises(UsageError):
         check_catalog(
-            Endpoint(addr="http://127.0.0.1:1"), "s.x\r\nX-Evil: 1", Catalog("c", "b", 0, 1)
+            VaultClient(Endpoint(addr="http://127.0.0.1:1"), token="s.x\r\nX-Evil: 1"),
+            Catalog("c", "b", 0, 1),
         )

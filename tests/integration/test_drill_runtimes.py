@@ -23,15 +23,15 @@ from typing import Any
 
 import pytest
 
-from dr.drill.container_runtime import DRILL_LABEL, ContainerRuntime
-from dr.drill.container_runtime import ISOLATION as CONTAINER_ISOLATION
-from dr.drill.container_runtime import sweep_orphans as sweep_containers
-from dr.drill.image import render_dockerfile
-from dr.drill.isolation import OWNER_LABEL, net_interfaces, owner_token, process_owner
-from dr.drill.process_runtime import ISOLATION_NETNS, ISOLATION_NONE, ProcessRuntime, detect_version
-from dr.drill.process_runtime import sweep_orphans as sweep_processes
-from dr.drill.runtime import DrillRuntime, RuntimeRequest, ThrowawayVault
 from dr.errors import UsageError
+from dr.runtime.base import DrillRuntime, RuntimeRequest, ThrowawayVault
+from dr.runtime.container import DRILL_LABEL, ContainerRuntime
+from dr.runtime.container import ISOLATION as CONTAINER_ISOLATION
+from dr.runtime.container import sweep_orphans as sweep_containers
+from dr.runtime.image import render_dockerfile
+from dr.runtime.isolation import OWNER_LABEL, net_interfaces, owner_token, process_owner
+from dr.runtime.process import ISOLATION_NETNS, ISOLATION_NONE, ProcessRuntime, detect_version
+from dr.runtime.process import sweep_orphans as sweep_processes
 from tests.stack.ci import missing
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,11 +144,25 @@ def _assert_nothing_left(vault: ThrowawayVault, pid: int) -> None:
 def _call(
     vault: ThrowawayVault, method: str, path: str, token: str | None = None, **kw: Any
 ) -> Any:
-    session = vault.endpoint.session()
-    headers = {"X-Vault-Token": token} if token else {}
-    return session.request(
-        method, f"{vault.endpoint.base_url}/v1/{path}", headers=headers, timeout=60, **kw
+    return _session(vault).request(
+        method,
+        f"{_base_url(vault)}/v1/{path}",
+        headers={"X-Vault-Token": token} if token else {},
+        timeout=60,
+        **kw,
     )
+
+
+def _base_url(vault: ThrowawayVault) -> str:
+    return vault.endpoint.base_url
+
+
+def _session(vault: ThrowawayVault) -> Any:
+    """A raw requests session to the throwaway (unix socket or TCP), from the connection
+    layer's transport: these tests look at plain HTTP answers, not at dr's mapping."""
+    from dr.vault.connection import _session as transport
+
+    return transport(vault.endpoint, retries=0, pool_maxsize=4)
 
 
 def _init_unseal(vault: ThrowawayVault) -> str:
@@ -205,7 +219,9 @@ def test_lifecycle(
         vault, "POST", "sys/mounts/secret", root, json={"type": "kv", "options": {"version": 2}}
     )
     assert mount.status_code == 204, mount.text
-    client = vault.endpoint.hvac_client(root)
+    import hvac
+
+    client = hvac.Client(url=_base_url(vault), token=root, session=_session(vault), timeout=60)
     client.secrets.kv.v2.create_or_update_secret(
         path="drill/canary", secret={"value": "s3cr3t"}, mount_point="secret"
     )
@@ -275,7 +291,7 @@ def test_process_runtime_without_netns_is_plain_loopback(
     make_request: Callable[[str], RuntimeRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not root (simulated): a plain child on 127.0.0.1, and the report says so."""
-    import dr.drill.process_runtime as process_runtime
+    import dr.runtime.process as process_runtime
 
     monkeypatch.setattr(process_runtime, "netns_support", lambda: (False, "simulated"))
     vault = ProcessRuntime().start(make_request("process"))
@@ -313,7 +329,7 @@ def test_missing_image_names_the_build_command(
     missing = RuntimeRequest(
         request.product, request.version, request.workdir, image="openbao/openbao:0.0.0-none"
     )
-    with pytest.raises(UsageError, match=r"python -m dr\.drill\.image --tag openbao/openbao:0"):
+    with pytest.raises(UsageError, match=r"python -m dr\.runtime\.image --tag openbao/openbao:0"):
         ContainerRuntime().start(missing)
     assert list(request.workdir.iterdir()) == []
     assert _child_servers("container", owner_token()) == []
@@ -404,9 +420,9 @@ CHILD = textwrap.dedent(
     """
     import json, signal, sys, time
     from pathlib import Path
-    from dr.drill import container_runtime, process_runtime
-    from dr.drill.isolation import owner_token
-    from dr.drill.runtime import RuntimeRequest
+    from dr.runtime import container as container_runtime, process as process_runtime
+    from dr.runtime.isolation import owner_token
+    from dr.runtime.base import RuntimeRequest
     from dr.errors import Interrupted
 
     name, workdir, binary, image, when = sys.argv[1:]

@@ -42,6 +42,7 @@ from tests.integration.drutil import (
     write_config,
 )
 from tests.stack.moto_kms import MotoServer
+from tests.stack.openbao import hvac_client
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPIENT_RE = re.compile(r"\bvdr1[02-9ac-hj-np-z]{58}\b")
@@ -263,7 +264,7 @@ def test_rewrap_from_kms_a_to_kms_b_keeps_the_data_objects(
 
 def _transit_on(server: Any) -> str:
     """Enable transit on `server` with a key, and return a token limited to it."""
-    client = server.client()
+    client = hvac_client(server)
     client.sys.enable_secrets_engine("transit", path="transit")
     client.secrets.transit.create_key(name="vault-dr")
     client.sys.create_or_update_policy(
@@ -391,7 +392,7 @@ def test_reference_decryptor_output_restores_with_the_bao_cli(
     fresh_bao.wait_sealed(timeout=60)
     fresh_bao.unseal(bao.keys.keys_b64)
     fresh_bao.wait_active(timeout=60)
-    differing = differing_secrets(fresh_bao.client(bao.root_token), bao)
+    differing = differing_secrets(hvac_client(fresh_bao, bao.root_token), bao)
     assert not differing, differing[:3]
 
 

@@ -24,14 +24,9 @@ from tests.integration.drutil import (
     one_line_error,
     run_dr,
     write_config,
+    write_keys,
 )
-
-
-def write_keys(path: Path, raw: dict[str, Any]) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(raw, fh)
-    return path
+from tests.stack.openbao import hvac_client
 
 
 @pytest.fixture(scope="module")
@@ -72,19 +67,75 @@ def test_restore_serves_every_secret_bit_for_bit_with_source_tokens(
     assert result["forced"] is True and result["resealed"] is True and result["passed"] is True
     assert result["checks"]["total_checked"] >= len(bao.secrets)
     # Every secret, bit for bit, with the SOURCE cluster's token.
-    differing = differing_secrets(fresh_bao.client(bao.root_token), bao)
+    differing = differing_secrets(hvac_client(fresh_bao, bao.root_token), bao)
     assert not differing, differing[:3]
     # The target's own root token died with its old keyring.
     import hvac.exceptions
 
     with pytest.raises(hvac.exceptions.Forbidden):
-        fresh_bao.client(fresh_bao.root_token).sys.list_mounted_secrets_engines()
+        hvac_client(fresh_bao, fresh_bao.root_token).sys.list_mounted_secrets_engines()
+
+
+def test_restore_verifies_with_vault_token_file(
+    backup: dict[str, Any], bao: Any, fresh_bao: Any, tmp_path: Path
+) -> None:
+    """Token lookup is the config's for every command: `vault.token_file` (the SOURCE
+    cluster's token, as a backup host has it) verifies the restored target; the target's
+    own token comes from --token-env. No VAULT_TOKEN anywhere."""
+    import yaml
+
+    token_file = tmp_path / "source-token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(bao.root_token + "\n")
+    data = yaml.safe_load(backup["config"].read_text())
+    data["vault"]["token_file"] = str(token_file)
+    config = tmp_path / "dr.yaml"
+    config.write_text(yaml.safe_dump(data))
+    proc = run_dr(
+        "restore",
+        "--backup",
+        backup["id"],
+        "--to",
+        fresh_bao.addr,
+        "--token-env",
+        "TARGET_TOKEN",
+        "--unseal-keys-file",
+        str(backup["keys"]),
+        "--yes",
+        "--json",
+        config=config,
+        env={"TARGET_TOKEN": fresh_bao.root_token},
+    )
+    assert "VAULT_TOKEN" not in os.environ
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["passed"] is True
+    assert result["checks"]["total_checked"] >= len(bao.secrets)
+    families = {f["name"]: f for f in result["checks"]["families"]}
+    ok = families["kv2_secrets"]["ok"] + families["kv1_secrets"]["ok"]
+    assert ok + families["kv2_secrets"]["changed_during_backup"] >= len(bao.secrets)
+    # A token file that does not exist is named, exit 2, before anything is downloaded.
+    data["vault"]["token_file"] = str(tmp_path / "missing")
+    config.write_text(yaml.safe_dump(data))
+    proc = run_dr(
+        "restore",
+        "--to",
+        fresh_bao.addr,
+        "--token-env",
+        "TARGET_TOKEN",
+        "--yes",
+        config=config,
+        env={"TARGET_TOKEN": fresh_bao.root_token},
+    )
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and "missing" in line and "token_file" in line
 
 
 def test_restore_refuses_without_confirmation_and_leaves_target_alone(
     backup: dict[str, Any], fresh_bao: Any
 ) -> None:
-    client = fresh_bao.client()
+    client = hvac_client(fresh_bao)
     client.sys.enable_secrets_engine("kv", path="marker", options={"version": "1"})
     client.secrets.kv.v1.create_or_update_secret(path="m", secret={"v": "1"}, mount_point="marker")
     proc = run_dr(
@@ -109,7 +160,7 @@ def test_tampered_backup_never_reaches_vault(
     data = bytearray(snap.read_bytes())
     data[len(data) - 100] ^= 1  # the last frame: everything before it authenticates
     snap.write_bytes(bytes(data))
-    client = fresh_bao.client()
+    client = hvac_client(fresh_bao)
     client.sys.enable_secrets_engine("kv", path="marker", options={"version": "1"})
     client.secrets.kv.v1.create_or_update_secret(path="m", secret={"v": "2"}, mount_point="marker")
     spool_parent = tmp_path / "tmp"

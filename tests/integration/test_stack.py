@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.stack.openbao import VERSIONED, secret_data
+from tests.stack.openbao import VERSIONED, hvac_client, secret_data
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +109,13 @@ def test_standby_pair_has_a_real_standby(standby_pair):
     assert standby.leader()["leader_address"] == leader.addr
     assert leader.health_code() == 200
     assert standby.health_code() == 429
-    servers = leader.client().sys.read_raft_config()["data"]["config"]["servers"]
+    servers = hvac_client(leader).sys.read_raft_config()["data"]["config"]["servers"]
     assert {s["node_id"] for s in servers} == {"leader", "standby"}
 
 
 def test_fresh_bao_is_empty_and_active(fresh_bao):
     assert fresh_bao.health_code() == 200
-    mounts = fresh_bao.client().sys.list_mounted_secrets_engines()["data"]
+    mounts = hvac_client(fresh_bao).sys.list_mounted_secrets_engines()["data"]
     assert not any(m.get("type") == "kv" for m in mounts.values())
 
 

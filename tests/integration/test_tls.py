@@ -6,18 +6,12 @@ snapshot, the pipelined reader for the catalog metadata) and refuse an unknown C
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 from typing import Any
 
-import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from dr.errors import ExitCode
+from dr.vault.connection import TLSSettings
+from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao
 from tests.integration.drutil import (
     dr_json,
@@ -26,54 +20,31 @@ from tests.integration.drutil import (
     run_dr,
     write_config,
 )
+from tests.stack import certs
+from tests.stack.openbao import hvac_client
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vault-dr test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = certs.self_signed("vault-dr test")
     cert_path, key_path = tmp / "tls.crt", tmp / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     key_path.chmod(0o600)
     return cert_path, key_path
 
 
 class TlsBao(LocalBao):
     def __init__(self, workdir: Path, cert: Path, key: Path, **kwargs: Any) -> None:
-        def session() -> requests.Session:
-            s = requests.Session()
-            s.trust_env = False
-            s.verify = str(cert)
-            return s
-
-        super().__init__(workdir, session_factory=session, **kwargs)
+        super().__init__(workdir, tls=TLSSettings(ca_cert=cert), **kwargs)
         self.cert, self.key = cert, key
 
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(addr=self.base_url)
 
     def config_text(self) -> str:
         return (
@@ -93,7 +64,7 @@ def test_backup_over_tls_with_ca_cert(tmp_path: Path, bao_binary: Path) -> None:
     try:
         server.start()
         init = server.init()
-        client = server.client(init.root_token)
+        client = hvac_client(server, init.root_token, verify=str(cert))
         client.sys.enable_secrets_engine("kv", path="app", options={"version": "2"})
         for i in range(50):
             client.secrets.kv.v2.create_or_update_secret(

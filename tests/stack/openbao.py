@@ -194,4 +194,21 @@ class PopulatedBao:
         return self.keys.root_token
 
     def client(self, token: str | None = None) -> Any:
-        return self.server.client(token or self.root_token)
+        return hvac_client(self.server, token or self.root_token)
+
+
+def hvac_client(server: LocalBao, token: str | None = None, verify: bool | str = True) -> Any:
+    """An hvac client of a LocalBao (its root token by default): the tests' independent
+    way to set up and read OpenBao, apart from dr's own connection layer."""
+    import hvac
+
+    if token is None and server.init_result is not None:
+        token = server.init_result.root_token
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = verify  # hvac uses the session's, not its own argument (docs/facts.md)
+    if server.endpoint.unix_socket is not None:
+        raise ValueError("hvac_client() speaks TCP only; use server.vault() for a socket")
+    return hvac.Client(
+        url=server.endpoint.base_url, token=token, session=session, timeout=60, verify=verify
+    )

@@ -33,7 +33,7 @@ def test_the_issue_example_parses_to_typed_values() -> None:
     cfg = parse(base())
     assert cfg.cluster == "prod"
     assert cfg.vault.addrs == ("http://127.0.0.1:8200",)
-    assert cfg.vault.token_env == "VAULT_TOKEN"
+    assert cfg.vault.auth.method == "token" and cfg.vault.auth.token.env == "VAULT_TOKEN"
     assert isinstance(cfg.storage, S3StorageConfig)
     assert cfg.storage.prefix == "prod" and cfg.storage.chunk_size == 8 << 20
     kms, keyfile = cfg.encryption.recipients
@@ -121,10 +121,11 @@ def test_token_comes_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monkey
     data["vault"]["token_env"] = "MY_TOKEN"
     cfg = parse(data)
     with pytest.raises(UsageError, match="MY_TOKEN"):
-        cfg.vault.token()
+        cfg.vault.auth.token.read()
     monkeypatch.setenv("MY_TOKEN", " s.abc \n")
-    assert cfg.vault.token() == "s.abc"
+    assert cfg.vault.auth.token.read() == "s.abc"
     token_file = tmp_path / "token"
     token_file.write_text("s.file\n")
+    del data["vault"]["token_env"]
     data["vault"]["token_file"] = str(token_file)
-    assert parse(data).vault.token() == "s.file"
+    assert parse(data).vault.auth.token.read() == "s.file"

@@ -6,10 +6,10 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from dr.drill.checks import MISSING, OK, CheckReport, FamilyResult
-from dr.drill.drill import DrillResult
-from dr.drill.report import exit_code, to_json, to_junit, to_markdown, write_reports
-from dr.errors import ExitCode
+from dr.errors import BackupTooOld, DrillFailed, ExitCode, IntegrityError, RTOExceeded
+from dr.ops.checks import MISSING, OK, CheckReport, FamilyResult
+from dr.ops.drill import DrillResult
+from dr.ops.report import exit_code, failure, to_json, to_junit, to_markdown, write_reports
 
 
 def result(*, missing: bool = False, rto: float = 10.0, rpo: float = 60.0) -> DrillResult:
@@ -40,8 +40,18 @@ def test_exit_code_precedence() -> None:
     assert exit_code(result(rto=20, rpo=7200)) == ExitCode.RTO_EXCEEDED
     assert exit_code(result(missing=True, rto=20, rpo=7200)) == ExitCode.DRILL_FAILED
     stopped = result(missing=True)
-    stopped.error, stopped.error_code = "backup failed authentication", int(ExitCode.INTEGRITY)
+    cause = IntegrityError("backup failed authentication")
+    stopped.error, stopped.exception = cause.message, cause
     assert exit_code(stopped) == ExitCode.INTEGRITY
+    # The error a failed drill ends in is of the class that carries its exit code.
+    for kwargs, kind in (
+        ({"rpo": 7200}, BackupTooOld),
+        ({"rto": 20}, RTOExceeded),
+        ({"missing": True}, DrillFailed),
+    ):
+        error = failure(result(**kwargs))
+        assert type(error) is kind and error.exit_code == exit_code(result(**kwargs))
+    assert failure(stopped) is cause and failure(result()) is None
 
 
 def test_json_markdown_and_junit_name_the_first_failure(tmp_path: Path) -> None:

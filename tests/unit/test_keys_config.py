@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from dr.backup import check_backup_config, check_offline_recipient
 from dr.config import parse_config
 from dr.crypto.recipients import build_recipients
 from dr.crypto.transit import VaultTransitRecipient
 from dr.crypto.x25519 import X25519Recipient
 from dr.errors import ConfigError, ExitCode, UsageError
+from dr.ops.backup import check_backup_config, check_offline_recipient
 
 RECIPIENT = "vdr13aqvttdk3ujkyjh9kg2w5an6dmy5mq5a84a4uxk3hfhnugfc9p0srf7xhc"
 
@@ -40,7 +40,7 @@ def test_x25519_and_transit_recipients_parse() -> None:
     x, t = cfg.encryption.recipients
     assert x.options == {"recipient": RECIPIENT, "identity": Path("/etc/dr/bg.key")}
     assert t.options["addr"] == "https://kms-vault:8200"
-    assert t.options["mount"] == "transit" and t.options["token_env"] == "VAULT_TRANSIT_TOKEN"
+    assert t.options["mount"] == "transit" and t.options["auth"].token.env == "VAULT_TRANSIT_TOKEN"
     wrappers = build_recipients(cfg.encryption)
     assert isinstance(wrappers[0], X25519Recipient) and wrappers[0].offline
     assert isinstance(wrappers[1], VaultTransitRecipient) and not wrappers[1].offline
@@ -60,7 +60,7 @@ def test_x25519_and_transit_recipients_parse() -> None:
         (
             {"type": "vault-transit", "addr": "http://v:8200", "key": "k", "token": "s.x"},
             "token",
-            "unknown key",
+            "do not belong in the config file",
         ),
     ],
 )

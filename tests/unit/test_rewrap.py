@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from dr.backups import unlock
 from dr.config import Config, parse_config
 from dr.crypto.keyfile import generate_keyfile
 from dr.crypto.recipients import WrapContext, build_recipients, new_data_key, select_wrappers
 from dr.crypto.x25519 import X25519Identity, write_identity
 from dr.errors import ExitCode, IntegrityError, KeyAccessError, LockedError, UsageError
 from dr.manifest import MANIFEST_NAME, Layout, Manifest, ObjectRecord, new_backup_id
-from dr.rewrap import run_rewrap
+from dr.ops.find import unlock
+from dr.ops.rewrap import run_rewrap
 from dr.storage.file import FileStore
 
 
@@ -224,9 +224,9 @@ def test_altered_manifest_is_not_rewrapped(site: Site) -> None:
 def test_concurrent_change_is_refused(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     m = site.backup("a")
     key = site.layout.key(m.backup_id, MANIFEST_NAME)
-    import dr.rewrap
+    import dr.ops.rewrap
 
-    real_plan = dr.rewrap.plan_one
+    real_plan = dr.ops.rewrap.plan_one
 
     def plan_then_someone_else_writes(*args: Any, **kwargs: Any) -> Any:
         change = real_plan(*args, **kwargs)
@@ -235,7 +235,7 @@ def test_concurrent_change_is_refused(site: Site, monkeypatch: pytest.MonkeyPatc
         site.store.put_bytes(key, other.dumps())
         return change
 
-    monkeypatch.setattr(dr.rewrap, "plan_one", plan_then_someone_else_writes)
+    monkeypatch.setattr(dr.ops.rewrap, "plan_one", plan_then_someone_else_writes)
     with pytest.raises(LockedError, match="changed while this rewrap ran"):
         run_rewrap(site.config("a", "b"), which=m.backup_id, all_backups=False, add=["b"])
     assert len(site.manifest(m.backup_id).recipients) == 2

@@ -16,11 +16,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from dr.backups import unlock
 from dr.crypto.envelope import decrypt_stream
 from dr.crypto.recipients import KeyWrapper
 from dr.errors import IntegrityError
 from dr.manifest import Manifest, ObjectRecord
+from dr.ops.find import unlock
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore
 from dr.vault.catalog import Catalog

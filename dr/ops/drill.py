@@ -9,7 +9,7 @@ Stages (each timed; RTO = drill start to verified):
                self-seal, unseal with the SOURCE cluster's keys, wait until active.
   authenticate generate a root token from the source unseal keys, valid only in the
                throwaway (never a production token).
-  verify       check every cataloged item (dr/drill/checks.py).
+  verify       check every cataloged item (dr/ops/checks.py).
   teardown     revoke the token, stop the server, remove every temp file.
 RPO at drill time = drill start - the backup's created_at.
 
@@ -32,14 +32,16 @@ from pathlib import Path
 
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper
-from dr.drill.checks import CheckReport, check_catalog
-from dr.drill.runtime import RUNTIMES, DrillRuntime, RuntimeRequest, ThrowawayVault
-from dr.errors import DRError, UsageError
+from dr.errors import DRError, UsageError, VaultError
 from dr.manifest import Manifest
-from dr.restore import FetchedBackup, fetch_backup, reseal_and_unseal, restore_snapshot
+from dr.ops.checks import CheckReport, check_catalog
+from dr.ops.fetch import FetchedBackup, fetch_backup
+from dr.runtime.base import RUNTIMES, DrillRuntime, RuntimeRequest, ThrowawayVault
 from dr.storage.base import BackupStore
+from dr.vault.connection import VaultClient
 from dr.vault.generate_root import RootToken, generate_root, revoke_self
-from dr.vault.seal import NodeAPI, UnsealKeys, load_unseal_keys
+from dr.vault.raft import restore_snapshot
+from dr.vault.seal import Node, load_unseal_keys, unseal_after_restore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ class DrillResult:
     max_backup_age: float | None = None
     checks: CheckReport | None = None
     error: str = ""  # the error that stopped the drill, if any
-    error_code: int = 0
+    exception: DRError | None = field(default=None, repr=False)
     secrets_in_catalog: int = 0
     snapshot_bytes: int = 0
     raft_index: int | None = None
@@ -139,7 +141,7 @@ def choose_runtime(name: str) -> DrillRuntime:
 def _load_runtimes() -> None:
     # Imported for their @register side effect; lazily, so `dr backup` never imports
     # testcontainers/docker.
-    from dr.drill import container_runtime, process_runtime  # noqa: F401
+    from dr.runtime import container, process  # noqa: F401
 
 
 def _iso(ts: datetime) -> str:
@@ -205,7 +207,7 @@ def run_drill(
     fetched: FetchedBackup | None = None
     vault: ThrowawayVault | None = None
     token: RootToken | None = None
-    node: NodeAPI | None = None
+    node: Node | None = None
     try:
         with clock.stage("fetch"):
             fetched = fetch_backup(store, manifest, wrappers, spool_parent=workdir)
@@ -223,24 +225,30 @@ def run_drill(
             result.product, result.version = vault.product, vault.version
             result.isolation = vault.isolation
             check_versions(result, options.allow_version_mismatch)
-            node = NodeAPI(
-                vault.endpoint.session(), vault.endpoint.base_url, vault.endpoint.describe()
-            )
-            init_token = _init_and_unseal(node)
+            # retries=0: a restore is not idempotent; the waits poll anyway.
+            node = Node(VaultClient(vault.endpoint, retries=0, timeout=120))
+            # The throwaway is always 1-of-1: its own keys are thrown away with it.
+            init_token = node.init_and_unseal(1, 1).root_token
         with clock.stage("restore"):
+            before = node.seal_status()
             restore_snapshot(
-                node.session, node.base_url, init_token, fetched, force=True, label=node.label
+                node.client.with_token(init_token),
+                fetched.plaintext(),
+                manifest.snapshot.plaintext_size,
+                force=True,
             )
             fetched.close()
-            reseal_and_unseal(node, keys, expect_reseal=True)
+            unseal_after_restore(node, keys, before=before, expect_reseal=True)
         with clock.stage("authenticate"):
-            token = generate_root(node, keys)
+            if node.source_key is None:  # pragma: no cover - unseal_after_restore sets it
+                raise VaultError(f"Vault at {node.label} was not unsealed by the drill")
+            token = generate_root(node, node.source_key)
         with clock.stage("verify"):
-            result.checks = check_catalog(vault.endpoint, token.token, fetched.catalog)
+            result.checks = check_catalog(node.client.with_token(token.token), fetched.catalog)
         result.rto_seconds = time.monotonic() - t0
     except DRError as exc:
         result.error = exc.message
-        result.error_code = int(exc.exit_code)
+        result.exception = exc
         log.debug("drill failed", exc_info=True)
     finally:
         with clock.stage("teardown"):
@@ -248,18 +256,8 @@ def run_drill(
     return result
 
 
-def _init_and_unseal(node: NodeAPI) -> str:
-    body = node.call(
-        "PUT", "sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=120
-    ).json()
-    throwaway_keys = UnsealKeys(tuple(body["keys_base64"]), "the throwaway's own init")
-    node.unseal(throwaway_keys)
-    node.wait_active()
-    return str(body["root_token"])
-
-
 def _teardown(
-    node: NodeAPI | None,
+    node: Node | None,
     token: RootToken | None,
     vault: ThrowawayVault | None,
     fetched: FetchedBackup | None,
@@ -274,6 +272,8 @@ def _teardown(
                 "being destroyed anyway",
                 exc,
             )
+    if node is not None:
+        node.client.close()
     if vault is not None:
         try:
             vault.stop()

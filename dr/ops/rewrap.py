@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dr.backups import list_backups, resolve_backup, unlock
 from dr.config import Config
 from dr.crypto.recipients import (
     KeyWrapper,
@@ -45,6 +44,7 @@ from dr.crypto.recipients import (
 )
 from dr.errors import LockedError, UsageError
 from dr.manifest import MANIFEST_NAME, Layout, Manifest
+from dr.ops.find import list_backups, resolve_backup, unlock
 from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
 

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import dr
@@ -45,9 +45,10 @@ from dr.manifest import (
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore, ObjectRef
 from dr.storage.factory import open_store
+from dr.vault.auth import AuthSettings, Credential
 from dr.vault.catalog import CatalogWalker
-from dr.vault.client import connect
 from dr.vault.clock import calibrate
+from dr.vault.cluster import ActiveVault, connect
 from dr.vault.raft import stream_snapshot
 from dr.vault.snapshot import SnapshotChecker, checked_stream
 
@@ -98,7 +99,24 @@ def run_backup(
     store.preflight(write=True)
     wrappers = build_recipients(config.encryption)
     check_offline_recipient(config, wrappers)
-    conn = connect(config.vault, token if token is not None else config.vault.token())
+    settings = config.vault
+    if token is not None:  # dr demo: the token of the server it just made
+        settings = replace(
+            settings, auth=AuthSettings(token=Credential(value=token, where="token"))
+        )
+    with connect(settings) as active:
+        return _backup(config, active, store, wrappers, progress, started)
+
+
+def _backup(
+    config: Config,
+    active: ActiveVault,
+    store: BackupStore,
+    wrappers: list[KeyWrapper],
+    progress: Progress,
+    started: float,
+) -> BackupResult:
+    conn = active
     server = conn.server_info()
     check_outside(wrappers, server.cluster_id)  # no transit key inside this cluster
     layout = Layout(config.storage.prefix, config.cluster)
@@ -109,7 +127,7 @@ def run_backup(
     )
 
     data_key, stanzas = new_data_key(wrappers, WrapContext(config.cluster, backup_id))
-    walker = CatalogWalker(conn)
+    walker = CatalogWalker(conn.client)
     walker.mounts()  # fails early, before any upload, if the token cannot read sys/mounts
     walker.prewalk()
 
@@ -120,7 +138,7 @@ def run_backup(
         checker = SnapshotChecker()
         snap_ctx = layout.context(backup_id, SNAPSHOT_NAME)
         snap_reader = EncryptingReader(
-            checked_stream(stream_snapshot(conn), checker),
+            checked_stream(stream_snapshot(conn.client), checker),
             data_key,
             snap_ctx,
             frame_size=config.encryption.frame_size,

@@ -20,16 +20,17 @@ from pathlib import Path
 
 import yaml
 
-from dr.backup import BackupResult, run_backup
-from dr.backups import list_backups
 from dr.config import Config, parse_config
 from dr.crypto.keyfile import generate_keyfile
 from dr.crypto.recipients import build_recipients
 from dr.manifest import Layout
+from dr.ops.backup import BackupResult, run_backup
+from dr.ops.find import list_backups
+from dr.ops.verify import VerifyResult, verify_backup
 from dr.progress import Progress
 from dr.storage.factory import open_store
+from dr.vault.connection import VaultClient
 from dr.vault.localserver import LocalBao
-from dr.verify import VerifyResult, verify_backup
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +63,24 @@ def demo_config(directory: Path, addr: str) -> dict[str, object]:
     }
 
 
-def seed(client: object, count: int) -> int:
+def seed(client: VaultClient, count: int) -> int:
     """Write `count` sample secrets spread over the demo mounts; return how many."""
-    sys_api = client.sys  # type: ignore[attr-defined]
     for mount, version in MOUNTS:
-        sys_api.enable_secrets_engine("kv", path=mount, options={"version": str(version)})
-    kv = client.secrets.kv  # type: ignore[attr-defined]
+        client.write(
+            f"sys/mounts/{mount}",
+            {"type": "kv", "options": {"version": str(version)}},
+            f"enable {mount}",
+            method="POST",
+        )
     written = 0
     for i in range(count):
         mount, version = MOUNTS[i % len(MOUNTS)]
         path = f"service-{i % 7}/credential-{i:05d}"
         data = {"username": f"user{i}", "password": secrets.token_urlsafe(18)}
         if version == 2:
-            kv.v2.create_or_update_secret(path=path, secret=data, mount_point=mount)
+            client.write(f"{mount}/data/{path}", {"data": data}, "write a sample secret")
         else:
-            kv.v1.create_or_update_secret(path=path, secret=data, mount_point=mount)
+            client.write(f"{mount}/{path}", data, "write a sample secret")
         written += 1
     return written
 
@@ -101,7 +105,7 @@ def run_demo(
             bao.start()
             init = bao.init()
             say(f"started a throwaway OpenBao at {bao.addr} (pid {bao.pid})")
-            written = seed(bao.client(init.root_token), count)
+            written = seed(bao.vault(init.root_token), count)
             say(f"wrote {written} sample secrets into app/ and team/ (kv-v2), legacy/ (kv-v1)")
             _write_private(directory / "unseal-keys.json", json.dumps(init.raw, indent=2))
             config_file = directory / "dr.yaml"

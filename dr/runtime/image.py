@@ -6,9 +6,9 @@ product and version (or `drill.image`), and never builds an image by itself. Whe
 registry is reachable, an operator (or CI) builds that exact tag once from a local
 server binary; the image is FROM scratch with only the static binary (about 4 s):
 
-    python -m dr.drill.image                          # tag from the binary's version
-    python -m dr.drill.image --tag openbao/openbao:2.7.2 --binary /usr/local/bin/bao
-    python -m dr.drill.image --if-missing             # no-op when the tag exists
+    python -m dr.runtime.image                          # tag from the binary's version
+    python -m dr.runtime.image --tag openbao/openbao:2.7.2 --binary /usr/local/bin/bao
+    python -m dr.runtime.image --if-missing             # no-op when the tag exists
 
 The Dockerfile is deploy/drill-image/Dockerfile (for `docker build` by hand); this
 module renders the same text, so the package does not depend on the repository layout.
@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dr.drill.process_runtime import detect_version
 from dr.errors import DRError, UsageError
+from dr.runtime.process import detect_version
 from dr.vault.localserver import find_bao_binary
 
 IMAGE_REPOSITORIES = {"openbao": "openbao/openbao", "vault": "hashicorp/vault"}
@@ -49,7 +49,7 @@ def render_dockerfile(name: str = "bao") -> str:
     """The Dockerfile of the local image: the static binary `name`, nothing else."""
     return (
         "# A drill image with only the static OpenBao/Vault server binary: no shell, no\n"
-        "# package manager, no network tools. Built by `python -m dr.drill.image`.\n"
+        "# package manager, no network tools. Built by `python -m dr.runtime.image`.\n"
         "FROM scratch\n"
         f"COPY {name} /bin/{name}\n"
         "# A restore spools the snapshot to a temp file: scratch has no /tmp otherwise.\n"
@@ -102,7 +102,7 @@ def build_local_image(tag: str, binary: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dr.drill.image",
+        prog="python -m dr.runtime.image",
         description="Build a local drill image FROM scratch with a bao/vault server binary.",
     )
     parser.add_argument("--tag", help="image tag (default: from the binary's version)")

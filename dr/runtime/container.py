@@ -10,7 +10,7 @@ shows it, that the server sees only `lo`.
 
 Image: `drill.image`, else `openbao/openbao:VERSION` or `hashicorp/vault:VERSION` from the
 backup. The entrypoint is the server binary itself (/bin/bao or /bin/vault), the same in
-the official images and in the local FROM-scratch image (dr/drill/image.py); running it
+the official images and in the local FROM-scratch image (dr/runtime/image.py); running it
 as root inside the container keeps the official images' privilege-dropping scripts out.
 OpenBao 2.7 needs no IPC_LOCK (it has no mlock); a Vault config gets disable_mlock.
 
@@ -32,13 +32,12 @@ import time
 import uuid
 from typing import Any
 
-import requests
-
-from dr.drill.image import BINARY_PATHS, default_image
-from dr.drill.isolation import OWNER_LABEL, Teardown, net_interfaces, owner_alive, owner_token
-from dr.drill.isolation import socket_dir as make_socket_dir
-from dr.drill.runtime import RuntimeRequest, ThrowawayVault, register
 from dr.errors import UsageError, VaultError
+from dr.runtime.base import RuntimeRequest, ThrowawayVault, register
+from dr.runtime.image import BINARY_PATHS, default_image
+from dr.runtime.isolation import OWNER_LABEL, Teardown, net_interfaces, owner_alive, owner_token
+from dr.runtime.isolation import socket_dir as make_socket_dir
+from dr.vault.connection import VaultClient, VaultUnreachable
 from dr.vault.endpoint import Endpoint
 
 ISOLATION = "container with network none (loopback only), reached through a unix socket"
@@ -223,7 +222,7 @@ def _start(container: Any, image: str) -> None:
             raise UsageError(
                 f"image {image} is not present and could not be pulled ({exc}); set "
                 f"drill.image, or build it from a local binary: "
-                f"python -m dr.drill.image --tag {image}"
+                f"python -m dr.runtime.image --tag {image}"
             ) from exc
         except errors.DockerException:
             pass
@@ -233,18 +232,19 @@ def _start(container: Any, image: str) -> None:
 def _wait_uninitialized(container: Any, endpoint: Endpoint) -> str:
     """Wait until sys/health answers 501 through the socket (fail fast if the container
     exits); the server's version from the health answer."""
-    session = endpoint.session(pool_maxsize=1)
-    url = f"{endpoint.base_url}/v1/sys/health"
+    client = VaultClient(endpoint, retries=0, timeout=2, pool_maxsize=1)
     deadline = time.monotonic() + START_TIMEOUT
     next_status_check = 0.0
     try:
         while True:
-            with contextlib.suppress(requests.RequestException):
-                resp = session.get(url, params={"uninitcode": "501"}, timeout=2)
-                if resp.status_code == 501:
-                    return str(resp.json().get("version") or "")
+            with contextlib.suppress(VaultUnreachable):
+                reply = client.send(
+                    "GET", "sys/health", auth=False, params={"uninitcode": "501"}, timeout=2
+                )
+                if reply.status == 501:
+                    return str(reply.data().get("version") or "")
                 raise VaultError(
-                    f"drill container answered health {resp.status_code}, not 501 (uninitialized)"
+                    f"drill container answered health {reply.status}, not 501 (uninitialized)"
                 )
             now = time.monotonic()
             if now >= next_status_check:
@@ -263,7 +263,7 @@ def _wait_uninitialized(container: Any, endpoint: Endpoint) -> str:
                 )
             time.sleep(0.05)
     finally:
-        session.close()
+        client.close()
 
 
 def _check_isolation(container: Any) -> None:

@@ -102,31 +102,25 @@ unpipelined and 3.5k/s pipelined; 2 connections 4.5-6.1k/s; 3-4 connections with
 8-64 deep pipelines 6.2-6.3k/s; 6-8 connections slightly worse. The server is now the
 bound. On a loaded machine (other jobs) all figures roughly halve and vary run to run.
 
-Namespaces: entries' ``namespace`` is used as a path prefix (``/v1/<ns><mount>...``),
-which Vault Enterprise accepts; OpenBao drills do not need it.
+Namespaces: every namespace the catalog walked is checked through the
+``X-Vault-Namespace`` header (its own ``sys/mounts``, ``sys/auth``, policies, secrets
+and listings); every path in the report is the full one (``team-a/sub/app/x``), and
+``namespaces`` counts the secrets' verdicts per namespace ("" is the root).
 """
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dr.vault.catalog import CHANGED_AFTER, CREATED_AFTER, STABLE, Catalog, Mount, SecretEntry
-from dr.vault.endpoint import Endpoint
-from dr.vault.pipelined import (
-    Answer,
-    Parser,
-    ReadPool,
-    Target,
-    error_answer,
-    load_json,
-    parse_data,
-)
+from dr.vault.connection import VaultClient
+from dr.vault.pipelined import Answer, Parser, ReadPool, error_answer, load_json, parse_data
 
 FAMILIES = ("mounts", "auth_methods", "policies", "kv2_secrets", "kv1_secrets", "extra_paths")
+_BUILTIN_TYPES = {"ns_system", "ns_identity", "ns_cubbyhole", "ns_token"}
 DEFAULT_WORKERS = 4
 DEFAULT_PIPELINE = 32
 DEFAULT_TIMEOUT = 60.0
@@ -211,6 +205,8 @@ class CheckReport:
     workers: int = 0
     pipeline: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # sys, secrets, list
+    # secrets' verdicts per namespace ("" is the root): checked, ok, missing, ...
+    namespaces: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def family(self, name: str) -> FamilyResult:
         for fam in self.families:
@@ -239,6 +235,7 @@ class CheckReport:
             "pipeline": self.pipeline,
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
             "families": [asdict(fam) for fam in self.families],
+            "namespaces": self.namespaces,
             "failures": self.failures(),
         }
 
@@ -354,32 +351,45 @@ def _mount_key(mount: Mount) -> str:
     return f"{mount.namespace}{mount.path}"
 
 
-def _restored_mounts(payload: Any, with_kv_version: bool) -> dict[str, Mount]:
+def _restored_mounts(payload: Any, with_kv_version: bool, namespace: str) -> dict[str, Mount]:
+    """Full path ("<namespace><mount>") -> Mount of a sys/mounts or sys/auth answer."""
     out: dict[str, Mount] = {}
     if not isinstance(payload, dict):
         return out
     for path, info in payload.items():
-        if not isinstance(info, dict) or "type" not in info:
+        if not isinstance(info, dict) or "type" not in info or info["type"] in _BUILTIN_TYPES:
             continue
         kv_version = None
         if with_kv_version and info["type"] in ("kv", "generic"):
             options = info.get("options") or {}
             kv_version = 2 if str(options.get("version", "1")) == "2" else 1
-        out[str(path)] = Mount(path=str(path), type=str(info["type"]), kv_version=kv_version)
+        out[namespace + str(path)] = Mount(
+            path=str(path), type=str(info["type"]), kv_version=kv_version, namespace=namespace
+        )
     return out
 
 
 def _check_mounts(
-    name: str, cataloged: list[Mount], read: Answer, what: str, with_kv_version: bool
+    name: str,
+    cataloged: list[Mount],
+    reads: dict[str, Answer],
+    what: str,
+    with_kv_version: bool,
 ) -> tuple[FamilyResult, dict[str, Mount]]:
+    """`reads`: namespace -> its sys/mounts (or sys/auth) answer."""
     fam = FamilyResult(name)
-    if _failed_read(read):
-        for mount in cataloged:
-            fam.add(UNREADABLE, f"{_mount_key(mount)}: {what} {_status_text(read)}")
-        return fam, {}
-    restored = _restored_mounts(read.payload, with_kv_version)
+    restored: dict[str, Mount] = {}
+    failed: dict[str, Answer] = {}
+    for namespace, read in reads.items():
+        if _failed_read(read):
+            failed[namespace] = read
+        else:
+            restored.update(_restored_mounts(read.payload, with_kv_version, namespace))
     for mount in cataloged:
         key = _mount_key(mount)
+        if mount.namespace in failed:
+            fam.add(UNREADABLE, f"{key}: {what} {_status_text(failed[mount.namespace])}")
+            continue
         found = restored.get(key)
         if found is None:
             fam.add(MISSING, f"{key} ({_kind(mount)})")
@@ -397,30 +407,40 @@ def _kind(mount: Mount) -> str:
     return f"{mount.type} v{mount.kv_version}" if mount.kv_version else mount.type
 
 
-def _check_policies(cataloged: list[str], read: Answer) -> FamilyResult:
+def _namespace_of(name: str, namespaces: list[str]) -> str:
+    """The namespace of a cataloged "<namespace><name>": the longest walked prefix."""
+    return max((ns for ns in namespaces if ns and name.startswith(ns)), key=len, default="")
+
+
+def _check_policies(cataloged: list[str], reads: dict[str, Answer]) -> FamilyResult:
+    """Policies are cataloged as "<namespace><name>"; `reads`: namespace -> its LIST."""
     fam = FamilyResult("policies")
-    if _failed_read(read):
-        for policy in cataloged:
-            fam.add(UNREADABLE, f"{policy}: list sys/policies/acl {_status_text(read)}")
-        return fam
-    restored = set(read.payload or [])
+    restored: set[str] = set()
+    for namespace, read in reads.items():
+        if not _failed_read(read):
+            restored.update(namespace + str(name) for name in read.payload or [])
     for policy in cataloged:
-        fam.add(OK if policy in restored else MISSING, policy)
+        listing = reads.get(_namespace_of(policy, list(reads)))
+        if listing is not None and _failed_read(listing):
+            fam.add(UNREADABLE, f"{policy}: list sys/policies/acl {_status_text(listing)}")
+        else:
+            fam.add(OK if policy in restored else MISSING, policy)
     for policy in sorted(restored - set(cataloged)):
         fam.add(EXTRA, policy, checked=False)
     return fam
 
 
-def _list_tree(pool: ReadPool, roots: list[str]) -> tuple[list[str], list[tuple[str, Answer]]]:
-    """Every leaf under the LIST-able `roots` (API paths ending in '/'), level by level.
-
-    One pipelined run per depth level; returns (leaf paths relative to /v1/, failed
-    LISTs as (folder, answer))."""
+def _list_tree(
+    pool: ReadPool, namespace: str, roots: list[str]
+) -> tuple[list[str], list[tuple[str, Answer]]]:
+    """Every leaf under the LIST-able `roots` (API paths ending in '/') of `namespace`,
+    level by level: one pipelined run per depth level. Returns (leaf paths relative to
+    the namespace's /v1/, failed LISTs as (folder, answer))."""
     leaves: list[str] = []
     failed: list[tuple[str, Answer]] = []
     level = list(roots)
     while level:
-        reads = pool.run([pool.request("LIST", folder) for folder in level], _parse_list)
+        reads = pool.run([pool.request("LIST", folder, namespace) for folder in level], _parse_list)
         following: list[str] = []
         for folder, read in zip(level, reads, strict=True):
             if _failed_read(read):
@@ -439,10 +459,10 @@ def _check_extra_paths(pool: ReadPool, kv_mounts: list[Mount], catalog: Catalog)
     extras: list[str] = []
     for mount in kv_mounts:
         base = mount.namespace + mount.path
-        root = f"{base}metadata/" if mount.kv_version == 2 else base
-        leaves, failed = _list_tree(pool, [root])
+        root = f"{mount.path}metadata/" if mount.kv_version == 2 else mount.path
+        leaves, failed = _list_tree(pool, mount.namespace, [root])
         for folder, read in failed:
-            fam.add(UNREADABLE, f"LIST {folder}: {_status_text(read)}")
+            fam.add(UNREADABLE, f"LIST {mount.namespace}{folder}: {_status_text(read)}")
         for leaf in leaves:
             path = leaf[len(root) :]
             if (base, path) in known:
@@ -455,54 +475,67 @@ def _check_extra_paths(pool: ReadPool, kv_mounts: list[Mount], catalog: Catalog)
 
 
 def _secret_request(pool: ReadPool, entry: SecretEntry) -> bytes:
-    base = f"{entry.namespace}{entry.mount}"
     if entry.kv == 2:
-        return pool.request("GET", f"{base}data/{entry.path}")
-    return pool.request("GET", base + entry.path)
+        return pool.request("GET", f"{entry.mount}data/{entry.path}", entry.namespace)
+    return pool.request("GET", entry.mount + entry.path, entry.namespace)
+
+
+def _per_namespace(
+    catalog: Catalog, entries: list[SecretEntry], verdicts: list[str]
+) -> dict[str, dict[str, int]]:
+    kinds = (OK, MISSING, MISMATCHED, UNREADABLE, APART)
+    out = {ns: {"checked": 0, **dict.fromkeys(kinds, 0)} for ns in catalog.namespaces or [""]}
+    for entry, verdict in zip(entries, verdicts, strict=True):
+        counts = out.setdefault(entry.namespace, {"checked": 0, **dict.fromkeys(kinds, 0)})
+        counts["checked"] += 1
+        counts[verdict] += 1
+    return out
 
 
 def check_catalog(
-    endpoint: Endpoint,
-    token: str,
+    client: VaultClient,
     catalog: Catalog,
     *,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     pipeline: int = DEFAULT_PIPELINE,
     timeout: float = DEFAULT_TIMEOUT,
-    ssl_context: ssl.SSLContext | None = None,
 ) -> CheckReport:
-    """Check every cataloged item against the Vault at `endpoint` (see the module doc).
+    """Check every cataloged item against the Vault of `client` (see the module doc).
 
-    `progress(n)` is called from this thread with the number of secrets read so far
-    (about every 0.2 s, and at the end). Raises UsageError for an unusable endpoint or
-    token; a server that stops answering yields unreadable items, not an exception.
+    `client` carries the address, TLS trust and token; each item is read in its own
+    namespace. `progress(n)` is called from this thread with the number of secrets read
+    so far (about every 0.2 s, and at the end). Raises UsageError for an unusable
+    endpoint or token; a server that stops answering yields unreadable items, not an
+    exception.
     """
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    pool = ReadPool(
-        Target.of(endpoint, ssl_context),
-        token,
-        workers or DEFAULT_WORKERS,
-        pipeline,
-        timeout,
+    pool: ReadPool = client.with_namespace(None).read_pool(
+        workers or DEFAULT_WORKERS, pipeline, timeout
     )
+    namespaces = catalog.namespaces or [""]
     try:
-        mounts_read, auth_read, policies_read = pool.run(
-            [
-                pool.request("GET", "sys/mounts"),
-                pool.request("GET", "sys/auth"),
-                pool.request("LIST", "sys/policies/acl"),
-            ],
-            [parse_data, parse_data, _parse_list],
-        )
+        sys_requests: list[bytes] = []
+        sys_parsers: list[Parser] = []
+        for namespace in namespaces:
+            sys_requests += [
+                pool.request("GET", "sys/mounts", namespace),
+                pool.request("GET", "sys/auth", namespace),
+                pool.request("LIST", "sys/policies/acl", namespace),
+            ]
+            sys_parsers += [parse_data, parse_data, _parse_list]
+        sys_reads = pool.run(sys_requests, sys_parsers)
+        mounts_reads = {ns: sys_reads[3 * i] for i, ns in enumerate(namespaces)}
+        auth_reads = {ns: sys_reads[3 * i + 1] for i, ns in enumerate(namespaces)}
+        policy_reads = {ns: sys_reads[3 * i + 2] for i, ns in enumerate(namespaces)}
         mounts, restored_mounts = _check_mounts(
-            "mounts", catalog.mounts, mounts_read, "read sys/mounts", True
+            "mounts", catalog.mounts, mounts_reads, "read sys/mounts", True
         )
         auth, _ = _check_mounts(
-            "auth_methods", catalog.auth_methods, auth_read, "read sys/auth", False
+            "auth_methods", catalog.auth_methods, auth_reads, "read sys/auth", False
         )
-        policies = _check_policies(catalog.policies, policies_read)
+        policies = _check_policies(catalog.policies, policy_reads)
         stages["sys"] = time.perf_counter() - started
 
         entries = [e for e in catalog.secrets if e.kv == 2] + [
@@ -514,17 +547,17 @@ def check_catalog(
         reads = pool.run(requests, parsers, progress)
         kv2 = FamilyResult("kv2_secrets")
         kv1 = FamilyResult("kv1_secrets")
+        verdicts: list[str] = []
         for entry, read in zip(entries, reads, strict=True):
-            if entry.kv == 2:
-                kv2.add(*judge_kv2(entry, read))
-            else:
-                kv1.add(*judge_kv1(entry, read))
+            verdict, text = judge_kv2(entry, read) if entry.kv == 2 else judge_kv1(entry, read)
+            (kv2 if entry.kv == 2 else kv1).add(verdict, text)
+            verdicts.append(verdict)
         stages["secrets"] = time.perf_counter() - mark
 
-        if restored_mounts:
-            kv_mounts = [m for m in restored_mounts.values() if m.kv_version]
-        else:  # sys/mounts unreadable: list what the catalog names
-            kv_mounts = [m for m in catalog.mounts if m.kv_version]
+        readable = {ns for ns, read in mounts_reads.items() if not _failed_read(read)}
+        kv_mounts = [m for m in restored_mounts.values() if m.kv_version]
+        # A namespace whose sys/mounts was unreadable: list what the catalog names there.
+        kv_mounts += [m for m in catalog.mounts if m.kv_version and m.namespace not in readable]
         mark = time.perf_counter()
         extra = _check_extra_paths(pool, sorted(kv_mounts, key=_mount_key), catalog)
         stages["list"] = time.perf_counter() - mark
@@ -540,10 +573,11 @@ def check_catalog(
         seconds=seconds,
         reads=pool.reads,
         reads_per_second=pool.reads / seconds if seconds > 0 else 0.0,
-        endpoint=endpoint.describe(),
+        endpoint=client.label,
         workers=pool.workers,
         pipeline=pool.pipeline,
         stage_seconds=stages,
+        namespaces=_per_namespace(catalog, entries, verdicts),
     )
 
 

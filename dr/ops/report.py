@@ -13,22 +13,31 @@ from pathlib import Path
 from typing import Any
 
 import dr
-from dr.drill.drill import STAGES, DrillResult
-from dr.errors import ExitCode
+from dr.errors import BackupTooOld, DRError, DrillFailed, ExitCode, RTOExceeded
+from dr.ops.drill import STAGES, DrillResult
 
 REPORT_FORMAT = 1
 
 
-def exit_code(result: DrillResult) -> int:
-    if result.error_code:
-        return result.error_code
+def failure(result: DrillResult) -> DRError | None:
+    """The error a finished drill ends in (None when it passed): the one that stopped
+    it, else DrillFailed (10), RTOExceeded (11) or BackupTooOld (12). Its class carries
+    the exit code: nothing rewrites a code after an error is made."""
+    message = f"drill of {result.backup_id}: {verdict(result)}"
+    if result.exception is not None:
+        return result.exception
     if result.checks is None or not result.checks.passed:
-        return int(ExitCode.DRILL_FAILED)
+        return DrillFailed(message)
     if result.rto_exceeded:
-        return int(ExitCode.RTO_EXCEEDED)
+        return RTOExceeded(message)
     if result.too_old:
-        return int(ExitCode.BACKUP_TOO_OLD)
-    return int(ExitCode.OK)
+        return BackupTooOld(message)
+    return None
+
+
+def exit_code(result: DrillResult) -> int:
+    error = failure(result)
+    return int(error.exit_code) if error is not None else int(ExitCode.OK)
 
 
 def verdict(result: DrillResult) -> str:

@@ -27,7 +27,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from dr.drill.isolation import (
+from dr.errors import UsageError, VaultError
+from dr.runtime.base import RuntimeRequest, ThrowawayVault, register
+from dr.runtime.isolation import (
     NETNS_ARGV_PREFIX,
     OWNER_ENV,
     Teardown,
@@ -38,8 +40,6 @@ from dr.drill.isolation import (
     process_owner,
     socket_dir,
 )
-from dr.drill.runtime import RuntimeRequest, ThrowawayVault, register
-from dr.errors import UsageError, VaultError
 from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, find_bao_binary
 
@@ -134,8 +134,7 @@ class ProcessRuntime:
             log_level="info",
             unix_socket=unix.unix_socket if unix else None,
             argv_prefix=NETNS_ARGV_PREFIX if unix else (),
-            base_url=unix.base_url if unix else None,
-            session_factory=unix.session if unix else None,
+            endpoint=unix,
             env={OWNER_ENV: owner_token()},
             disable_mlock=product == "vault",
         )

@@ -1,0 +1,27 @@
+"""Plain typed settings of the crypto layer (the `encryption:` section of dr.yaml).
+
+`dr.config` parses YAML into these; nothing in `dr.crypto` reads the application config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RecipientConfig:
+    """One recipient of the data key. `options` holds the type's own validated keys."""
+
+    type: str
+    name: str
+    options: Mapping[str, Any]
+    where: str
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    recipients: tuple[RecipientConfig, ...]
+    frame_size: int = 1 << 20
+    require_offline: bool = False
