@@ -309,12 +309,22 @@ def test_unknown_auth_method_is_a_usage_error(tmp_path: Path, auth_bao: AuthBao)
 # --- drill -------------------------------------------------------------------------------
 
 
-def test_drill_with_approle_configured_needs_no_token(tmp_path: Path, auth_bao: AuthBao) -> None:
-    role = va.setup_approle(auth_bao.adm, role="drill", token_ttl="1h")
+@pytest.mark.parametrize("method", ["approle", "jwt"])
+def test_drill_with_a_login_configured_needs_no_token(
+    tmp_path: Path, auth_bao: AuthBao, method: str
+) -> None:
+    if method == "approle":
+        role = va.setup_approle(auth_bao.adm, role="drill", token_ttl="1h")
+        auth: dict[str, Any] = {"method": "approle", **approle_files(tmp_path, role)}
+    else:
+        issuer = va.JwtIssuer()
+        role = va.setup_jwt(auth_bao.adm, issuer, role="ci-drill", token_ttl="10m")
+        jwt_file = va.write_private(tmp_path / "jwt", issuer.sign("ci-drill-7"))
+        auth = {"method": "jwt", "role": role, "jwt_file": str(jwt_file)}
     config = auth_config(
         tmp_path,
         auth_bao.addr,
-        {"method": "approle", **approle_files(tmp_path, role)},
+        auth,
         extra={"drill": {"unseal_keys_file": str(auth_bao.unseal_keys), "rto_objective": "15m"}},
     )
     assert_backed_up(config, run_dr("backup", "--json", config=config))
