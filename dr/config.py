@@ -18,6 +18,7 @@ import yaml
 
 from dr.configschema import Section, parse_with
 from dr.crypto.settings import EncryptionConfig, RecipientConfig
+from dr.crypto.writer import parse_public as parse_writer_public
 from dr.crypto.x25519 import parse_recipient
 from dr.errors import ConfigError
 from dr.storage.settings import FileStorageConfig, S3StorageConfig, StorageConfig
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG = "dr.yaml"
+# drill.max_backup_age when unset: 4 x the 6-hourly schedule + 2 h; `0` turns it off.
+DEFAULT_MAX_BACKUP_AGE = 26 * 3600.0
 # The transit Vault's token has its own variable, so the backed-up cluster's VAULT_TOKEN
 # is never sent to another server by accident.
 TRANSIT_TOKEN_ENV = "VAULT_TRANSIT_TOKEN"  # noqa: S105 - a variable name
@@ -54,7 +57,11 @@ class DrillConfig:
     image: str | None = None
     unseal_keys_file: Path | None = None
     rto_objective: float | None = None
-    max_backup_age: float | None = None
+    # Backups run every 6 h (runbooks/backup.md): a drill of a backup older than four
+    # missed runs plus margin fails (exit 12) unless the config says otherwise.
+    max_backup_age: float | None = DEFAULT_MAX_BACKUP_AGE
+    binary_sha256: str | None = None  # pin the process runtime's server binary
+    image_digest: str | None = None  # pin the container runtime's image (id or digest)
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,10 @@ def _credential(
     env_default: str | None = None,
     file_default: Path | None = None,
     required: bool = True,
+    private: bool = False,
 ) -> Credential | None:
-    """`<name>_file` or `<name>_env` of section `s` (never the value itself)."""
+    """`<name>_file` or `<name>_env` of section `s` (never the value itself); `private`:
+    the file must not be readable by others (a Vault token)."""
     where = f"{s.where}.{name}" if s.where else name
     if s.has(name):
         raise s.error(
@@ -117,7 +126,7 @@ def _credential(
             raise s.error(f"{name}_file", f"is required (or {name}_env)")
         else:
             return None
-    return Credential(env=env, file=path, where=where)
+    return Credential(env=env, file=path, where=where, private=private)
 
 
 def parse_auth(
@@ -141,7 +150,7 @@ def parse_auth(
             if s.has("token_env") or s.has("token_file"):
                 raise s.error("token_file", "set the token in auth or beside it, not both")
             source = legacy
-        token = _credential(source, base, "token", env_default=token_env_default)
+        token = _credential(source, base, "token", env_default=token_env_default, private=True)
         assert token is not None
         s.done()
         return AuthSettings(method="token", token=token, where=where)
@@ -183,7 +192,7 @@ def _vault(s: Section, base: Path) -> VaultSettings:
     if s.has("auth"):
         auth = parse_with(s.section("auth"), lambda a: parse_auth(a, base, legacy=s))
     else:
-        token = _credential(s, base, "token", env_default="VAULT_TOKEN")
+        token = _credential(s, base, "token", env_default="VAULT_TOKEN", private=True)
         assert token is not None
         auth = AuthSettings(method="token", token=token, where=f"{s.where}.auth")
     if auth.method != "token" and (s.has("token_env") or s.has("token_file")):
@@ -250,7 +259,7 @@ def _transit_options(s: Section, base: Path) -> dict[str, Any]:
             lambda a: parse_auth(a, base, token_env_default=TRANSIT_TOKEN_ENV, legacy=s),
         )
     else:
-        token = _credential(s, base, "token", env_default=TRANSIT_TOKEN_ENV)
+        token = _credential(s, base, "token", env_default=TRANSIT_TOKEN_ENV, private=True)
         assert token is not None
         auth = AuthSettings(method="token", token=token, where=f"{s.where}.auth")
     return {
@@ -278,7 +287,8 @@ RECIPIENT_OPTIONS: dict[str, Callable[[Section, Path], dict[str, Any]]] = {
 def _encryption(s: Section, base: Path) -> EncryptionConfig:
     recipients = []
     names: set[str] = set()
-    for i, r in enumerate(s.sections("recipients", required=True)):
+    # A break-glass config may pin the writer key alone (recipients come from --identity).
+    for i, r in enumerate(s.sections("recipients", required=not s.has("writer"))):
         kind = r.req_str("type", choices=tuple(RECIPIENT_OPTIONS))
         name = r.text("name", f"{kind}-{i}", pattern=r"[A-Za-z0-9._-]+") or ""
         if name in names:
@@ -287,13 +297,31 @@ def _encryption(s: Section, base: Path) -> EncryptionConfig:
         options = RECIPIENT_OPTIONS[kind](r, base)
         r.done()
         recipients.append(RecipientConfig(kind, name, options, r.where))
-    if not recipients:
+    if not recipients and not s.has("writer"):
         raise s.error("recipients", "needs at least one recipient")
+    writer_public, writer_key_file = None, None
+    if s.has("writer"):
+        writer_public, writer_key_file = parse_with(s.section("writer"), lambda w: _writer(w, base))
     return EncryptionConfig(
         recipients=tuple(recipients),
         frame_size=s.size("frame_size", 1 << 20, minimum=1 << 12, maximum=1 << 24),
         require_offline=s.flag("require_offline", False),
+        writer_public=writer_public,
+        writer_key_file=writer_key_file,
     )
+
+
+def _writer(s: Section, base: Path) -> tuple[bytes, Path | None]:
+    """`encryption.writer`: public_key (pinned; vdrw1... from `dr keygen --writer`) and,
+    on the backup host only, key_file (the private half)."""
+    text = s.req_str("public_key")
+    try:
+        public = parse_writer_public(text)
+    except ValueError as exc:
+        raise s.error("public_key", str(exc)) from None
+    key_file = _path(s, "key_file", base)
+    s.done()
+    return public, key_file
 
 
 def _drill(s: Section, base: Path) -> DrillConfig:
@@ -303,7 +331,13 @@ def _drill(s: Section, base: Path) -> DrillConfig:
         image=s.text("image"),
         unseal_keys_file=_path(s, "unseal_keys_file", base),
         rto_objective=s.duration("rto_objective", None),
-        max_backup_age=s.duration("max_backup_age", None),
+        max_backup_age=s.duration("max_backup_age", DEFAULT_MAX_BACKUP_AGE) or None,
+        binary_sha256=s.text(
+            "binary_sha256", pattern=r"(sha256:)?[0-9a-fA-F]{64}", hint="64 hex digits"
+        ),
+        image_digest=s.text(
+            "image_digest", pattern=r"(sha256:)?[0-9a-fA-F]{64}", hint="sha256:<64 hex digits>"
+        ),
     )
 
 

@@ -26,7 +26,9 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from dr import validate
 from dr.crypto.recipients import Stanza
+from dr.crypto.writer import WriterKey, verify_signature
 from dr.errors import IntegrityError
 
 MANIFEST_FORMAT = 1
@@ -79,6 +81,114 @@ class ObjectRecord:
     ciphertext_size: int
     ciphertext_sha256: str
 
+    @classmethod
+    def from_json(cls, data: object, field: str) -> ObjectRecord:
+        """A stored record, every field checked by type and range (FieldError)."""
+        entries = validate.obj(data, field, required=_RECORD_FIELDS, allowed=_RECORD_FIELDS)
+        return cls(
+            key=validate.text(entries["key"], f"{field}.key", max_len=1024),
+            version_id=validate.optional_text(
+                entries["version_id"], f"{field}.version_id", max_len=1024
+            ),
+            context=validate.text(entries["context"], f"{field}.context", max_len=1024),
+            plaintext_size=validate.integer(entries["plaintext_size"], f"{field}.plaintext_size"),
+            plaintext_sha256=validate.hex64(
+                entries["plaintext_sha256"], f"{field}.plaintext_sha256"
+            ),
+            ciphertext_size=validate.integer(
+                entries["ciphertext_size"], f"{field}.ciphertext_size"
+            ),
+            ciphertext_sha256=validate.hex64(
+                entries["ciphertext_sha256"], f"{field}.ciphertext_sha256"
+            ),
+        )
+
+
+_RECORD_FIELDS = frozenset(
+    {
+        "key",
+        "version_id",
+        "context",
+        "plaintext_size",
+        "plaintext_sha256",
+        "ciphertext_size",
+        "ciphertext_sha256",
+    }
+)
+
+MAX_RECIPIENTS = 64
+_ID_RE = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")  # BACKUP_ID_RE, whole and ASCII
+_CLUSTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # dr.config.CLUSTER_PATTERN
+_MANIFEST_REQUIRED = frozenset(
+    {
+        "format",
+        "cluster",
+        "backup_id",
+        "created_at",
+        "completed_at",
+        "tool_version",
+        "vault",
+        "snapshot",
+        "snapshot_info",
+        "catalog",
+        "catalog_counts",
+        "encryption",
+        "recipients",
+        "mac",
+    }
+)
+_MANIFEST_FIELDS = _MANIFEST_REQUIRED | {"writer"}
+_WRITER_FIELDS = frozenset({"alg", "key_id", "sig"})
+_WRITER_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+_SIGNATURE_SIZE = 64
+
+
+def _size(value: object, field: str) -> None:
+    validate.integer(value, field)
+
+
+def _time(value: object, field: str) -> None:
+    validate.number(value, field, lo=0, hi=1e11)
+
+
+_SNAPSHOT_INFO_CHECKS = {
+    "raft_index": _size,
+    "raft_term": _size,
+    "raft_version": _size,
+    "state_size": _size,
+    "state_sha256": validate.hex64,
+    "window_start": _time,
+    "window_end": _time,
+    "clock_uncertainty": _time,
+}
+_ENCRYPTION_CHECKS = {
+    "format": lambda v, f: validate.text(v, f, max_len=64, ascii_only=True),
+    "frame_size": lambda v, f: validate.integer(v, f, lo=1, hi=1 << 30),
+}
+
+
+def _backup_id(value: object) -> str:
+    backup_id = validate.text(value, "backup_id", max_len=23, pattern=_ID_RE)
+    try:
+        backup_time(backup_id)
+    except ValueError:
+        raise validate.FieldError("backup_id", "does not start with a valid time") from None
+    return backup_id
+
+
+def _writer(value: object) -> dict[str, str] | None:
+    """The optional writer signature: its shape only (the signature is checked by the
+    code that verifies writers)."""
+    if value is None:
+        return None
+    entries = validate.obj(value, "writer", required=_WRITER_FIELDS, allowed=_WRITER_FIELDS)
+    if entries["alg"] != "ed25519":
+        raise validate.FieldError("writer.alg", "must be 'ed25519'")
+    key_id = validate.text(entries["key_id"], "writer.key_id", pattern=_WRITER_KEY_ID_RE)
+    sig = validate.text(entries["sig"], "writer.sig", max_len=128, ascii_only=True)
+    validate.b64_bytes(sig, "writer.sig", size=_SIGNATURE_SIZE)
+    return {"alg": "ed25519", "key_id": key_id, "sig": sig}
+
 
 @dataclass
 class Manifest:
@@ -96,55 +206,84 @@ class Manifest:
     recipients: list[Stanza] = field(default_factory=list)
     mac: str = ""
     format: int = MANIFEST_FORMAT
+    # The backup job's signature (issue 8: an authenticated writer): {"alg": "ed25519",
+    # "key_id": 16 hex, "sig": base64 of 64 bytes}; None in backups made before it.
+    writer: dict[str, str] | None = None
+    # Set by `latest` when newer unauthentic manifests were skipped (never stored).
+    skipped_newer: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def _body(self) -> dict[str, Any]:
         body = asdict(self)
         body.pop("recipients")
         body.pop("mac")
+        body.pop("writer")
+        body.pop("skipped_newer")
         return body
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             **self._body(),
             "recipients": [s.to_json() for s in self.recipients],
             "mac": self.mac,
         }
+        if self.writer is not None:
+            out["writer"] = dict(self.writer)
+        return out
 
     def dumps(self) -> bytes:
         return json.dumps(self.to_json(), indent=2, sort_keys=True).encode() + b"\n"
 
     @classmethod
     def loads(cls, raw: bytes, where: str) -> Manifest:
+        """Parse a stored manifest, checking every field by type and range before
+        anything uses it (it is not authenticated yet: its MAC needs the data key).
+        Any problem is an IntegrityError (exit 6) with one line naming the field."""
         try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-            fmt = int(data.get("format", 0))
-            if fmt > MANIFEST_FORMAT:
-                raise IntegrityError(
-                    f"{where}: manifest format {fmt} is newer than this vault-dr supports; "
-                    "upgrade vault-dr"
-                )
-            return cls(
-                format=fmt,
-                cluster=data["cluster"],
-                backup_id=data["backup_id"],
-                created_at=data["created_at"],
-                completed_at=data["completed_at"],
-                tool_version=data["tool_version"],
-                vault=dict(data["vault"]),
-                snapshot=ObjectRecord(**data["snapshot"]),
-                snapshot_info=dict(data["snapshot_info"]),
-                catalog=ObjectRecord(**data["catalog"]),
-                catalog_counts=dict(data["catalog_counts"]),
-                encryption=dict(data["encryption"]),
-                recipients=[Stanza.from_json(s) for s in data["recipients"]],
-                mac=str(data.get("mac", "")),
+            return cls._checked(validate.load_json_object(raw, "manifest"))
+        except validate.FieldError as exc:
+            raise IntegrityError(f"{where}: manifest is malformed: {exc}") from None
+        except IntegrityError as exc:
+            raise IntegrityError(f"{where}: {exc}") from None
+
+    @classmethod
+    def _checked(cls, data: dict[str, Any]) -> Manifest:
+        fmt = validate.integer(data.get("format"), "format", lo=1, hi=2**31)
+        if fmt > MANIFEST_FORMAT:
+            raise IntegrityError(
+                f"manifest format {fmt} is newer than this vault-dr supports; upgrade vault-dr"
             )
-        except IntegrityError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IntegrityError(f"{where}: manifest is malformed ({exc!s:.100})") from None
+        validate.obj(data, "", required=_MANIFEST_REQUIRED, allowed=_MANIFEST_FIELDS)
+        recipients = data["recipients"]
+        if not isinstance(recipients, list):
+            raise validate.FieldError("recipients", "must be a list")
+        if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+            raise validate.FieldError("recipients", f"must hold 1..{MAX_RECIPIENTS} stanzas")
+        return cls(
+            format=fmt,
+            cluster=validate.text(data["cluster"], "cluster", max_len=63, pattern=_CLUSTER_RE),
+            backup_id=_backup_id(data["backup_id"]),
+            created_at=validate.iso_utc(data["created_at"], "created_at"),
+            completed_at=validate.iso_utc(data["completed_at"], "completed_at"),
+            tool_version=validate.text(
+                data["tool_version"], "tool_version", max_len=64, ascii_only=True
+            ),
+            vault=validate.scalar_map(data["vault"], "vault"),
+            snapshot=ObjectRecord.from_json(data["snapshot"], "snapshot"),
+            snapshot_info=validate.scalar_map(
+                data["snapshot_info"], "snapshot_info", checks=_SNAPSHOT_INFO_CHECKS
+            ),
+            catalog=ObjectRecord.from_json(data["catalog"], "catalog"),
+            catalog_counts={
+                k: validate.integer(v, f"catalog_counts.{k}")
+                for k, v in validate.obj(data["catalog_counts"], "catalog_counts").items()
+            },
+            encryption=validate.scalar_map(
+                data["encryption"], "encryption", checks=_ENCRYPTION_CHECKS
+            ),
+            recipients=[Stanza.from_json(s, f"recipients[{i}]") for i, s in enumerate(recipients)],
+            mac=validate.hex64(data["mac"], "mac"),
+            writer=_writer(data.get("writer")),
+        )
 
     def compute_mac(self, data_key: bytes) -> str:
         key = HKDF(
@@ -152,6 +291,14 @@ class Manifest:
         ).derive(data_key)
         canonical = json.dumps(self._body(), sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+    def sign(self, key: WriterKey) -> None:
+        """Sign the MAC'd body and the MAC with the backup job's writer key (after seal)."""
+        self.writer = key.sign(self._body(), self.mac)
+
+    def check_writer(self, pinned: bytes) -> None:
+        """Refuse a manifest the pinned writer key did not sign (dr/crypto/writer.py)."""
+        verify_signature(self.writer, self._body(), self.mac, pinned, self.backup_id)
 
     def seal(self, data_key: bytes) -> None:
         self.mac = self.compute_mac(data_key)

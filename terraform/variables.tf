@@ -9,15 +9,25 @@ variable "cluster" {
 }
 
 variable "object_lock_days" {
-  description = "Default Object Lock retention in days (GOVERNANCE mode); 0 disables Object Lock. Object Lock can only be enabled when the bucket is created."
+  description = "Object Lock default retention in days, COMPLIANCE mode: no one (the account root included) can delete a version before it ends. Must be >= noncurrent_version_days (precondition in main.tf)."
   type        = number
-  default     = 0
+  default     = 90
+
+  validation {
+    condition     = var.object_lock_days >= 1 && floor(var.object_lock_days) == var.object_lock_days
+    error_message = "object_lock_days must be a whole number of days >= 1: Object Lock is always on."
+  }
 }
 
 variable "noncurrent_version_days" {
-  description = "Days to keep noncurrent object versions (old manifests after rewrap, deleted backups)."
+  description = "Days to keep noncurrent object versions (old manifests after rewrap); at most object_lock_days."
   type        = number
   default     = 90
+
+  validation {
+    condition     = var.noncurrent_version_days >= 1 && floor(var.noncurrent_version_days) == var.noncurrent_version_days
+    error_message = "noncurrent_version_days must be a whole number of days >= 1."
+  }
 }
 
 variable "backup_principal_arns" {

@@ -11,14 +11,17 @@ Specs: docs/format.md (envelope), docs/manifest.md, docs/keys.md (x25519 stanza)
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -26,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"  # Bech32, BIP-173
 GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 KEY_PREFIX = "vdrsecretkey1"  # VDR-SECRET-KEY-1 without its dashes
+SIG_DOMAIN = b"vault-dr manifest signature v1\n"
 
 
 def polymod(hrp: str, data: list[int]) -> int:
@@ -72,27 +76,45 @@ def recipient_of(public: bytes) -> str:
     return "vdr1" + "".join(CHARSET[d] for d in data + checksum)
 
 
-def unwrap(identity: X25519PrivateKey, manifest: dict[str, Any]) -> bytes:
-    """The data key, from the manifest's x25519 stanza for this identity (docs/keys.md)."""
+def unwrap(identity: X25519PrivateKey, manifest: dict[str, Any]) -> Iterator[bytes]:
+    """Every key the manifest's x25519 stanzas for this identity hold (docs/keys.md): the
+    caller keeps the first the MAC accepts, so a planted stanza cannot block a restore."""
     public = identity.public_key().public_bytes_raw()
     mine = recipient_of(public)
     stanzas = [s for s in manifest["recipients"] if s["type"] == "x25519" and s["key_id"] == mine]
     if not stanzas:
         sys.exit(f"this backup has no x25519 stanza for {mine}")
-    epk, nonce, wrapped = (base64.b64decode(stanzas[0][k]) for k in ("epk", "nonce", "wrapped"))
-    shared = identity.exchange(X25519PublicKey.from_public_bytes(epk))
-    kek = HKDF(hashes.SHA256(), 32, epk + public, b"vault-dr x25519 v1").derive(shared)
     aad = f"vault-dr wrap v1\ncluster={manifest['cluster']}\nbackup={manifest['backup_id']}\n"
-    return AESGCM(kek).decrypt(nonce, wrapped, aad.encode())
+    for stanza in stanzas:
+        with contextlib.suppress(Exception):  # a broken stanza: try the next one
+            epk, nonce, wrapped = (base64.b64decode(stanza[k]) for k in ("epk", "nonce", "wrapped"))
+            shared = identity.exchange(X25519PublicKey.from_public_bytes(epk))
+            kek = HKDF(hashes.SHA256(), 32, epk + public, b"vault-dr x25519 v1").derive(shared)
+            yield AESGCM(kek).decrypt(nonce, wrapped, aad.encode())
 
 
-def check_mac(manifest: dict[str, Any], data_key: bytes) -> None:
-    body = {k: v for k, v in manifest.items() if k not in ("recipients", "mac")}
+def mac_ok(manifest: dict[str, Any], data_key: bytes) -> bool:
+    body = {k: v for k, v in manifest.items() if k not in ("recipients", "mac", "writer")}
     key = HKDF(hashes.SHA256(), 32, None, b"vault-dr manifest v1").derive(data_key)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     mac = hmac.new(key, canonical, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(mac, manifest["mac"]):
-        sys.exit("the manifest's MAC does not verify: it was altered; do not restore it")
+    return hmac.compare_digest(mac, str(manifest.get("mac", "")))
+
+
+def check_writer(manifest: dict[str, Any], writer: str) -> None:
+    """The backup job's Ed25519 signature over {"body", "mac"} (docs/keys.md)."""
+    hrp, _, data = writer.strip().lower().rpartition("1")
+    values = [CHARSET.index(c) for c in data]
+    if hrp != "vdrw" or polymod(hrp, values) != 1:
+        sys.exit("--writer is not a writer public key (vdrw1...)")
+    public = bytes(regroup(values[:-6], 5, 8))
+    body = {k: v for k, v in manifest.items() if k not in ("recipients", "mac", "writer")}
+    signed = json.dumps({"body": body, "mac": manifest.get("mac")}, sort_keys=True, separators=",:")
+    try:
+        sig = base64.b64decode(manifest["writer"]["sig"])
+        Ed25519PublicKey.from_public_bytes(public).verify(sig, SIG_DOMAIN + signed.encode())
+    except Exception:
+        sys.exit("the manifest is not signed by that writer key: do not restore it")
 
 
 def decrypt_envelope(
@@ -132,14 +154,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Decrypt a vault-dr backup object.")
     ap.add_argument("--identity", required=True, help="identity file, or - for stdin")
     ap.add_argument("--manifest", required=True, help="the backup's manifest.json")
+    ap.add_argument("--writer", help="the pinned writer public key (vdrw1...): check it first")
     ap.add_argument("--object", default="snapshot", choices=("snapshot", "catalog"))
     ap.add_argument("input", help="the downloaded snapshot.enc (or catalog.enc)")
     ap.add_argument("output", help="where to write the plaintext (created 0600)")
     args = ap.parse_args()
     with open(args.manifest) as fh:
         manifest = json.load(fh)
-    data_key = unwrap(read_identity(args.identity), manifest)
-    check_mac(manifest, data_key)
+    if args.writer:
+        check_writer(manifest, args.writer)
+    good = (k for k in unwrap(read_identity(args.identity), manifest) if mac_ok(manifest, k))
+    data_key = next(good, None)
+    if data_key is None:
+        sys.exit("the manifest's MAC does not verify under any stanza: it was altered")
     record = manifest[args.object]
     if os.path.lexists(args.output):
         sys.exit(f"{args.output} exists; refusing to overwrite it")

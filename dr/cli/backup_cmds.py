@@ -78,7 +78,11 @@ def list_(state: State, as_json: bool) -> None:
     config = state.config()
     store = open_store(config.storage)
     store.preflight(write=False)
-    listing = list_backups(store, Layout(config.storage.prefix, config.cluster))
+    listing = list_backups(
+        store,
+        Layout(config.storage.prefix, config.cluster),
+        writer=config.encryption.writer_public,
+    )
     if as_json:
         _emit_json(
             {
@@ -136,8 +140,16 @@ def list_(state: State, as_json: bool) -> None:
     help="An offline identity (dr keygen) or key file, tried before the configured "
     "recipients: works when no KMS is reachable.",
 )
+@click.option(
+    "--skip-unauthentic",
+    is_flag=True,
+    help="With --backup latest: when the newest backup cannot be authenticated, verify "
+    "the newest one that can (with a warning) instead of refusing.",
+)
 @pass_state
-def verify(state: State, which: str, as_json: bool, identity: Path | None) -> None:
+def verify(
+    state: State, which: str, as_json: bool, identity: Path | None, skip_unauthentic: bool
+) -> None:
     """Download a backup, authenticate every frame and check the snapshot inside.
 
     Needs read access to the store and one working recipient (or --identity); no Vault.
@@ -145,7 +157,13 @@ def verify(state: State, which: str, as_json: bool, identity: Path | None) -> No
     config = state.config()
     store = open_store(config.storage)
     store.preflight(write=False)
-    manifest = resolve_backup(store, Layout(config.storage.prefix, config.cluster), which)
+    manifest = resolve_backup(
+        store,
+        Layout(config.storage.prefix, config.cluster),
+        which,
+        writer=config.encryption.writer_public,
+        skip_unauthentic=skip_unauthentic,
+    )
     wrappers = select_wrappers(config.encryption, identity)
     result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
     if as_json:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dr.cli.state import State, pass_state
+from dr.crypto.writer import generate_writer_key
 from dr.crypto.x25519 import (
     SECRET_CHARS,
     SECRET_PREFIX,
@@ -69,12 +70,43 @@ def _config_snippet(name: str, recipient: str) -> str:
     show_default=True,
     help="Recipient name used in the config snippet that is printed.",
 )
-def keygen(out: Path | None, from_printed: bool, name: str) -> None:
-    """Make an offline x25519 identity (the break-glass key), or type one back.
+@click.option(
+    "--print-private",
+    is_flag=True,
+    help="Print the private key even when stdout is not a terminal (a pipe or a log file "
+    "would keep it).",
+)
+@click.option(
+    "--writer",
+    is_flag=True,
+    help="Make the backup job's writer key (Ed25519) instead: the private half signs "
+    "every backup, the printed public key is pinned wherever backups are opened.",
+)
+def keygen(
+    out: Path | None, from_printed: bool, name: str, print_private: bool, writer: bool
+) -> None:
+    """Make an offline x25519 identity (the break-glass key), or type one back; or, with
+    --writer, the key that signs backups.
 
     Prints the public recipient for dr.yaml and the private key in a printable form
     with a checksum: print it or write it down and keep it in a safe. Needs no config.
     """
+    if writer:
+        if out is None or from_printed:
+            raise UsageError("dr keygen --writer needs --out FILE (and no --from-printed)")
+        if out.exists():
+            raise UsageError(f"{out} exists; refusing to overwrite it")
+        public = generate_writer_key(out)
+        click.echo(
+            f"Wrote {out} (mode 0600): the writer key. Keep it on the backup host only: "
+            "whoever holds it can sign backups.\n\nPin its public key on every host that "
+            "opens backups, and print it in the break-glass kit (not secret):\n\n"
+            + _indent(
+                "encryption:\n  writer:\n"
+                f"    public_key: {public}\n    key_file: {out}   # backup host only"
+            )
+        )
+        return
     if from_printed:
         identity = X25519Identity.from_text(_read_typed_key())
         if out is not None:
@@ -90,11 +122,23 @@ def keygen(out: Path | None, from_printed: bool, name: str) -> None:
         raise UsageError("dr keygen needs --out FILE: where to write the new identity")
     identity = X25519Identity.generate()
     write_identity(out, identity)
-    click.echo(
+    public = (
         f"Wrote {out} (mode 0600). Keep it offline: it opens every backup wrapped for it.\n\n"
         "Public recipient, for the config (not secret):\n\n"
         + _indent(_config_snippet(name, identity.recipient))
-        + "\n\nPrivate key, to print or write down and keep in a safe, with the public key\n"
+    )
+    if not (print_private or sys.stdout.isatty()):
+        # A private key must not end up in a pipe, a CI log or a file by accident.
+        click.echo(public + f"\n\n  public key: {identity.recipient}")
+        click.echo(
+            f"note: the private key was not printed (stdout is not a terminal); it is in "
+            f"{out}: run dr keygen on a terminal to print it for the safe, or pass "
+            "--print-private",
+            err=True,
+        )
+        return
+    click.echo(
+        public + "\n\nPrivate key, to print or write down and keep in a safe, with the public key\n"
         "below it. Type it back with `dr keygen --from-printed --out FILE`: its checksum\n"
         "catches a mistyped character.\n\n"
         + _indent(identity.printed())

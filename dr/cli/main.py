@@ -18,6 +18,7 @@ import click
 import dr
 from dr.cli.state import State
 from dr.errors import DRError, ExitCode, Interrupted
+from dr.hygiene import harden_process
 from dr.logsetup import setup_logging
 
 log = logging.getLogger("dr")
@@ -80,6 +81,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    harden_process()  # before any key material is read
     _register_commands()
     signal.signal(signal.SIGTERM, _on_sigterm)
     code: int

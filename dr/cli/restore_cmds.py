@@ -20,6 +20,13 @@ from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
 from dr.vault.auth import AuthSettings, Credential
 
+skip_unauthentic_option = click.option(
+    "--skip-unauthentic",
+    is_flag=True,
+    help="With --backup latest: when the newest backup cannot be authenticated, use the "
+    "newest one that can (with a warning) instead of refusing.",
+)
+
 identity_option = click.option(
     "--identity",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -32,11 +39,21 @@ def wrappers_for(config: Config, identity: Path | None) -> list[KeyWrapper]:
     return select_wrappers(config.encryption, identity)
 
 
-def open_backup(state: State, which: str) -> tuple[Config, BackupStore, Manifest]:
+def open_backup(
+    state: State, which: str, *, skip_unauthentic: bool = False
+) -> tuple[Config, BackupStore, Manifest]:
+    """The backup to open: placed where it belongs, and signed by the pinned writer key
+    when encryption.writer is set; `latest` never falls back silently."""
     config = state.config()
     store = open_store(config.storage)
     store.preflight(write=False)
-    manifest = resolve_backup(store, Layout(config.storage.prefix, config.cluster), which)
+    manifest = resolve_backup(
+        store,
+        Layout(config.storage.prefix, config.cluster),
+        which,
+        writer=config.encryption.writer_public,
+        skip_unauthentic=skip_unauthentic,
+    )
     return config, store, manifest
 
 
@@ -81,6 +98,7 @@ def _progress(state: State, label: str) -> Progress:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @identity_option
+@skip_unauthentic_option
 @pass_state
 def restore(
     state: State,
@@ -95,6 +113,7 @@ def restore(
     yes: bool,
     as_json: bool,
     identity: Path | None,
+    skip_unauthentic: bool,
 ) -> None:
     """Restore a backup into the Vault at ADDR, unseal it with the source cluster's keys,
     and check that it serves every cataloged path.
@@ -103,7 +122,7 @@ def restore(
     """
     from dr.ops.restore import RestoreRequest, run_restore
 
-    config, store, manifest = open_backup(state, which)
+    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
     configured = config.vault.auth
     target_auth = _token_auth(token_env, token_file, "--token") or configured
     verify_auth = None
@@ -171,8 +190,11 @@ def _token_auth(env: str | None, file: Path | None, option: str) -> AuthSettings
     help="Where to write the decrypted raft snapshot (created 0600).",
 )
 @identity_option
+@skip_unauthentic_option
 @pass_state
-def decrypt(state: State, which: str, output: Path, identity: Path | None) -> None:
+def decrypt(
+    state: State, which: str, output: Path, identity: Path | None, skip_unauthentic: bool
+) -> None:
     """Write a backup's decrypted raft snapshot to a file, for a manual restore with
     `bao|vault operator raft snapshot restore -force FILE`.
 
@@ -181,7 +203,7 @@ def decrypt(state: State, which: str, output: Path, identity: Path | None) -> No
     """
     from dr.ops.fetch import fetch_backup
 
-    config, store, manifest = open_backup(state, which)
+    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
     if output.exists():
         raise UsageError(f"{output} exists; refusing to overwrite it")
     with fetch_backup(
@@ -255,15 +277,23 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "--max-backup-age",
     callback=_duration,
     metavar="DURATION",
-    help="Fail (exit 12) when the backup is older (default: drill.max_backup_age).",
+    help="Fail (exit 12) when the backup is older (default: drill.max_backup_age, 26h; "
+    "0 turns it off).",
 )
 @click.option(
     "--allow-version-mismatch",
     is_flag=True,
     help="Warn instead of refusing when the runtime's product/version differs.",
 )
+@click.option(
+    "--allow-unisolated",
+    is_flag=True,
+    help="Run even where the throwaway cannot be network-isolated (the report says "
+    "NOT ISOLATED); without it such a drill refuses to start (exit 2).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 @identity_option
+@skip_unauthentic_option
 @pass_state
 def drill(
     state: State,
@@ -275,26 +305,33 @@ def drill(
     rto_objective: float | None,
     max_backup_age: float | None,
     allow_version_mismatch: bool,
+    allow_unisolated: bool,
     as_json: bool,
     identity: Path | None,
+    skip_unauthentic: bool,
 ) -> None:
     """Restore a backup into a throwaway Vault, check every cataloged path, time the RTO.
 
     Exit codes: 0 passed, 10 items failed, 11 RTO above objective, 12 backup too old,
-    6 backup failed authentication (no Vault is started then).
+    6 backup failed authentication (no Vault is started then) or the pinned drill
+    binary/image differs, 2 the runtime cannot isolate the server (see
+    --allow-unisolated).
     """
     from dr.ops.drill import DrillOptions, run_drill
     from dr.ops.report import failure, to_json, to_markdown, write_reports
 
-    config, store, manifest = open_backup(state, which)
+    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
     options = DrillOptions(
         runtime=runtime or config.drill.runtime,
         allow_version_mismatch=allow_version_mismatch,
         unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
         rto_objective=rto_objective if rto_objective is not None else config.drill.rto_objective,
-        max_backup_age=(
-            max_backup_age if max_backup_age is not None else config.drill.max_backup_age
+        max_backup_age=(  # --max-backup-age 0: off for this run
+            (max_backup_age or None) if max_backup_age is not None else config.drill.max_backup_age
         ),
+        allow_unisolated=allow_unisolated,
+        binary_sha256=config.drill.binary_sha256,
+        image_digest=config.drill.image_digest,
     )
     result = run_drill(config, store, manifest, wrappers_for(config, identity), options)
     for path in write_reports(result, report_dir, junit):

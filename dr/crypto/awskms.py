@@ -51,6 +51,7 @@ class AwsKmsRecipient:
             read_timeout=read_timeout,
         )
         self._client: Any = None
+        self._arn: str | None = None
 
     def describe(self) -> str:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
@@ -133,11 +134,28 @@ class AwsKmsRecipient:
     def matches(self, stanza: Stanza) -> bool:
         return stanza.type == "aws-kms"
 
+    def _resolved_key(self) -> str:
+        """The configured key's ARN, resolved once (an alias names one key at a time)."""
+        if self._arn is None:
+            meta = self.client.describe_key(KeyId=self.key_id)["KeyMetadata"]
+            self._arn = str(meta.get("Arn") or meta["KeyId"])
+        return self._arn
+
     def unwrap(self, stanza: Stanza, context: WrapContext) -> bytes:
+        """Decrypt with the CONFIGURED key, never the key a stanza names: a planted stanza
+        must not make this host call Decrypt on a key of someone else's choosing."""
         blob = b64d(stanza.body.get("ciphertext", ""), "aws-kms stanza ciphertext")
+        if not 1 <= len(blob) <= 6144:  # KMS ciphertext blobs are 1..6144 bytes
+            raise IntegrityError(f"the aws-kms stanza of backup {context.backup_id} is malformed")
         try:
+            key = self._resolved_key()
+            if stanza.key_id != key:
+                raise KeyAccessError(
+                    f"the aws-kms stanza of backup {context.backup_id} was made by key "
+                    f"{stanza.key_id[:120]}, not the configured {self.key_id} ({key})"
+                )
             resp = self.client.decrypt(
-                CiphertextBlob=blob, KeyId=stanza.key_id, EncryptionContext=context.as_mapping()
+                CiphertextBlob=blob, KeyId=key, EncryptionContext=context.as_mapping()
             )
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")

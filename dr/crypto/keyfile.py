@@ -118,7 +118,7 @@ class KeyfileRecipient:
         wrapped = b64d(stanza.body.get("wrapped", ""), "keyfile stanza key")
         try:
             return _kek(self._load()).decrypt(nonce, wrapped, context.as_bytes())
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: a nonce of a length AES-GCM refuses
             raise IntegrityError(
                 f"the keyfile stanza in backup {context.backup_id} does not authenticate "
                 "(wrong key file, or the manifest was altered or copied from another backup)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dr.crypto.settings import EncryptionConfig
@@ -44,6 +44,7 @@ __all__ = [
     "new_data_key",
     "register",
     "select_wrappers",
+    "unwrap_candidates",
     "unwrap_data_key",
 ]
 
@@ -122,13 +123,17 @@ def new_data_key(
     return data_key, stanzas
 
 
-def unwrap_data_key(
+def unwrap_candidates(
     stanzas: Sequence[Stanza], wrappers: Sequence[KeyWrapper], context: WrapContext
-) -> tuple[bytes, Stanza]:
-    """Try every configured recipient against every stanza it matches; first wins.
+) -> Iterator[tuple[bytes, Stanza]]:
+    """Every data key a configured recipient can unwrap from a stanza it matches, in
+    order (recipients first to last, stanzas as stored).
 
-    The result is only trusted after the envelope's key commitment accepts it, which
-    the caller gets for free by decrypting with it.
+    A manifest can hold a planted stanza (a bucket writer can add one: stanzas sit
+    outside the MAC so that rewrap works), so no single unwrap is trusted: the caller
+    keeps the first key that passes the manifest check (and the envelope's key
+    commitment). When nothing unwraps, the error says why: no matching recipient
+    (exit 5), only unauthentic stanzas (exit 6), or unreachable keys (exit 5).
     """
     failures: list[str] = []
     integrity_only = True
@@ -151,7 +156,7 @@ def unwrap_data_key(
             if len(key) != DATA_KEY_SIZE:
                 failures.append(f"{wrapper.describe()}: unwrapped key has the wrong size")
                 continue
-            return key, stanza
+            yield key, stanza
     have = ", ".join(f"{s.type}:{s.name}" for s in stanzas) or "none"
     if not tried:
         mine = ", ".join(w.describe() for w in wrappers) or "none"
@@ -160,9 +165,21 @@ def unwrap_data_key(
             f"which is wrapped for: {have}; pass --identity FILE if you hold its offline "
             "identity"
         )
+    if not failures:
+        return  # keys were unwrapped; the caller found none of them authentic
     if integrity_only:
         # Every recipient that answered says the stanza is not authentic: the backup
         # failed authentication (exit 6), which is not the same as a key we cannot reach.
         raise IntegrityError("the data key did not authenticate: " + "; ".join(failures))
     others = f"; {', '.join(unmatched)}: not among its recipients ({have})" if unmatched else ""
     raise KeyAccessError("could not unwrap the data key: " + "; ".join(failures) + others)
+
+
+def unwrap_data_key(
+    stanzas: Sequence[Stanza], wrappers: Sequence[KeyWrapper], context: WrapContext
+) -> tuple[bytes, Stanza]:
+    """The first key any configured recipient unwraps (callers that can check a key
+    use `unwrap_candidates` and keep the first that checks)."""
+    for key, stanza in unwrap_candidates(stanzas, wrappers, context):
+        return key, stanza
+    raise IntegrityError("no stanza of this backup unwrapped to a data key")

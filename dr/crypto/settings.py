@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +26,7 @@ class EncryptionConfig:
     recipients: tuple[RecipientConfig, ...]
     frame_size: int = 1 << 20
     require_offline: bool = False
+    # encryption.writer: the pinned public key (every host that opens backups) and the
+    # private key file (the backup host only). dr/crypto/writer.py.
+    writer_public: bytes | None = None
+    writer_key_file: Path | None = None

@@ -6,10 +6,12 @@ themselves; `dr.crypto.recipients` loads them and builds the configured ones.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dr import validate
 from dr.crypto.settings import RecipientConfig
 from dr.errors import IntegrityError
 
@@ -43,12 +45,31 @@ class Stanza:
         return {"type": self.type, "name": self.name, "key_id": self.key_id, **self.body}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Stanza:
-        try:
-            body = {k: str(v) for k, v in data.items() if k not in ("type", "name", "key_id")}
-            return cls(str(data["type"]), str(data["name"]), str(data["key_id"]), body)
-        except (KeyError, TypeError) as exc:
-            raise IntegrityError(f"manifest recipient entry is malformed ({exc})") from None
+    def from_json(cls, data: object, field: str = "recipient") -> Stanza:
+        """Check a stored stanza's shape: `type`, `name` and `key_id` short ASCII
+        strings, every other entry a bounded printable string (the type's unwrap checks
+        its encoding and lengths). A FieldError (IntegrityError) names `field` and the
+        entry; it never shows a value."""
+        entries = validate.obj(data, field, required=_STANZA_FIELDS, max_keys=_STANZA_MAX_ENTRIES)
+        type_ = validate.text(entries["type"], f"{field}.type", pattern=_STANZA_TYPE_RE)
+        name = validate.text(entries["name"], f"{field}.name", pattern=_STANZA_NAME_RE)
+        key_id = validate.text(
+            entries["key_id"], f"{field}.key_id", max_len=_STANZA_KEY_ID_MAX, ascii_only=True
+        )
+        body = {
+            k: validate.text(v, f"{field}.{k}", max_len=_STANZA_VALUE_MAX, allow_empty=True)
+            for k, v in entries.items()
+            if k not in _STANZA_FIELDS
+        }
+        return cls(type_, name, key_id, body)
+
+
+_STANZA_FIELDS = frozenset({"type", "name", "key_id"})
+_STANZA_MAX_ENTRIES = 16
+_STANZA_TYPE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_STANZA_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_STANZA_KEY_ID_MAX = 2048
+_STANZA_VALUE_MAX = 8192
 
 
 class KeyWrapper(Protocol):

@@ -75,9 +75,8 @@ def parse_recipient(text: str) -> bytes:
 
 
 def _group_of(position: int, data: str) -> str:
-    number = position // GROUP_SIZE + 1
-    start = (number - 1) * GROUP_SIZE
-    return f"group {number} ({data[start : start + GROUP_SIZE]!r})"
+    # The group's number only: its characters are part of the secret (never echoed).
+    return f"group {position // GROUP_SIZE + 1}"
 
 
 @dataclass(frozen=True, repr=False)

@@ -32,6 +32,7 @@ from dr.crypto.recipients import (
     check_outside,
     new_data_key,
 )
+from dr.crypto.writer import WriterKey, read_writer_key
 from dr.errors import UsageError
 from dr.manifest import (
     CATALOG_NAME,
@@ -85,6 +86,26 @@ def check_offline_recipient(config: Config, wrappers: Iterable[KeyWrapper]) -> N
         )
 
 
+def load_writer(config: Config) -> WriterKey | None:
+    """The writer key that signs new backups (encryption.writer.key_file), checked
+    against the pinned public key so a host cannot sign with a key nobody trusts."""
+    enc = config.encryption
+    if enc.writer_key_file is None:
+        if enc.writer_public is not None:
+            raise UsageError(
+                f"{config.source}: encryption.writer pins a writer key but has no key_file: "
+                "the backup host needs the private writer key (dr keygen --writer)"
+            )
+        return None
+    key = read_writer_key(enc.writer_key_file)
+    if enc.writer_public is not None and key.public != enc.writer_public:
+        raise UsageError(
+            f"{config.source}: encryption.writer.key_file {enc.writer_key_file} is not the "
+            "key encryption.writer.public_key pins; fix one of them"
+        )
+    return key
+
+
 def run_backup(
     config: Config,
     *,
@@ -99,13 +120,14 @@ def run_backup(
     store.preflight(write=True)
     wrappers = build_recipients(config.encryption)
     check_offline_recipient(config, wrappers)
+    writer = load_writer(config)
     settings = config.vault
     if token is not None:  # dr demo: the token of the server it just made
         settings = replace(
             settings, auth=AuthSettings(token=Credential(value=token, where="token"))
         )
     with connect(settings) as active:
-        return _backup(config, active, store, wrappers, progress, started)
+        return _backup(config, active, store, wrappers, progress, started, writer)
 
 
 def _backup(
@@ -115,6 +137,7 @@ def _backup(
     wrappers: list[KeyWrapper],
     progress: Progress,
     started: float,
+    writer: WriterKey | None = None,
 ) -> BackupResult:
     conn = active
     server = conn.server_info()
@@ -149,6 +172,7 @@ def _backup(
             snap_reader,
             metadata={"backup-id": backup_id, "object": "snapshot"},
             progress=progress,
+            overwrite=False,  # write once: If-None-Match, as the bucket policy demands
         )
         written.append(snap_ref)
         progress.finish()
@@ -172,6 +196,7 @@ def _backup(
             layout.key(backup_id, CATALOG_NAME),
             cat_reader,
             metadata={"backup-id": backup_id, "object": "catalog"},
+            overwrite=False,
         )
         written.append(cat_ref)
         counts = catalog.counts()
@@ -210,6 +235,8 @@ def _backup(
             recipients=stanzas,
         )
         manifest.seal(data_key)
+        if writer is not None:
+            manifest.sign(writer)  # the proof that this job, not a bucket writer, made it
         # The commit marker: everything it names is stored, so the backup now exists.
         manifest_ref = store.put_bytes(
             layout.key(backup_id, MANIFEST_NAME),

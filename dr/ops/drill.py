@@ -36,7 +36,14 @@ from dr.errors import DRError, UsageError, VaultError
 from dr.manifest import Manifest
 from dr.ops.checks import CheckReport, check_catalog
 from dr.ops.fetch import FetchedBackup, fetch_backup
-from dr.runtime.base import RUNTIMES, DrillRuntime, RuntimeRequest, ThrowawayVault
+from dr.runtime.base import (
+    RUNTIMES,
+    UNISOLATED_HINT,
+    DrillRuntime,
+    RuntimeRequest,
+    ThrowawayVault,
+)
+from dr.runtime.isolation import WORKDIR_PREFIX, claim_workdir, sweep_workdirs
 from dr.storage.base import BackupStore
 from dr.vault.connection import VaultClient
 from dr.vault.generate_root import RootToken, generate_root, revoke_self
@@ -56,6 +63,10 @@ class DrillOptions:
     rto_objective: float | None = None
     max_backup_age: float | None = None
     workdir_parent: Path | None = None
+    # Run even when the runtime cannot isolate the server (the report says NOT ISOLATED).
+    allow_unisolated: bool = False
+    binary_sha256: str | None = None  # drill.binary_sha256: pin the process binary
+    image_digest: str | None = None  # drill.image_digest: pin the container image
 
 
 @dataclass
@@ -66,6 +77,10 @@ class DrillResult:
     started_at: str
     runtime: str = ""
     isolation: str = ""
+    isolated: bool | None = None  # None: no server was started
+    binary: str = ""  # process runtime: the server binary's path
+    binary_sha256: str = ""
+    image_id: str = ""  # container runtime
     product: str = ""
     version: str = ""
     backup_product: str = ""
@@ -83,6 +98,7 @@ class DrillResult:
     snapshot_bytes: int = 0
     raft_index: int | None = None
     recipient: str = ""
+    skipped_newer: list[str] = field(default_factory=list)  # unauthentic, newer, skipped
 
     @property
     def verified(self) -> bool:
@@ -120,7 +136,9 @@ class StageClock:
             log.info("drill stage %s: %.2f s", name, self.result.stages[name])
 
 
-def choose_runtime(name: str) -> DrillRuntime:
+def choose_runtime(name: str, allow_unisolated: bool = False) -> DrillRuntime:
+    """The runtime to use; UsageError (exit 2) when it cannot isolate the server and
+    `allow_unisolated` is off, before anything is fetched or started."""
     _load_runtimes()
     if name == "auto":
         container = RUNTIMES["container"]()
@@ -128,13 +146,28 @@ def choose_runtime(name: str) -> DrillRuntime:
         if ok:
             return container
         log.info("container runtime unavailable (%s); using the process runtime", why)
-        return RUNTIMES["process"]()
-    if name not in RUNTIMES:
+        runtime = RUNTIMES["process"]()
+        name = "process (auto)"
+    elif name not in RUNTIMES:
         raise UsageError(f"unknown drill runtime '{name}'; use auto, process or container")
-    runtime = RUNTIMES[name]()
-    ok, why = runtime.available()
-    if not ok:
-        raise UsageError(f"the {name} drill runtime is not available here: {why}")
+    else:
+        runtime = RUNTIMES[name]()
+        ok, why = runtime.available()
+        if not ok:
+            raise UsageError(f"the {name} drill runtime is not available here: {why}")
+    isolated, why_not = runtime.isolation_support()
+    if not isolated:
+        if not allow_unisolated:
+            raise UsageError(
+                f"refusing to drill unisolated: the {name} runtime cannot isolate the "
+                f"server ({why_not}); {UNISOLATED_HINT}"
+            )
+        log.warning(
+            "WARNING: drilling NOT ISOLATED (--allow-unisolated): the %s runtime cannot "
+            "isolate the server (%s)",
+            name,
+            why_not,
+        )
     return runtime
 
 
@@ -190,6 +223,7 @@ def run_drill(
         secrets_in_catalog=int(manifest.catalog_counts.get("secrets", 0)),
         snapshot_bytes=manifest.snapshot.plaintext_size,
         raft_index=manifest.snapshot_info.get("raft_index"),
+        skipped_newer=list(manifest.skipped_newer),
     )
     result.rpo_seconds = (now - _parse_iso(manifest.created_at)).total_seconds()
     keys_file = options.unseal_keys_file
@@ -199,11 +233,15 @@ def run_drill(
             "pass --unseal-keys-file"
         )
     keys = load_unseal_keys(keys_file)
-    runtime = choose_runtime(options.runtime)
+    runtime = choose_runtime(options.runtime, options.allow_unisolated)
     result.runtime = runtime.name
     clock = StageClock(result)
-    workdir = Path(tempfile.mkdtemp(prefix="dr-drill-", dir=options.workdir_parent))
+    # Work dirs of drills that were SIGKILLed (their servers died with them) go first.
+    for stale in sweep_workdirs(options.workdir_parent):
+        log.info("removed the stale drill work dir %s (its drill is gone)", stale)
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=options.workdir_parent))
     os.chmod(workdir, 0o700)
+    claim_workdir(workdir)
     fetched: FetchedBackup | None = None
     vault: ThrowawayVault | None = None
     token: RootToken | None = None
@@ -220,10 +258,16 @@ def run_drill(
                     workdir=workdir,
                     binary=config.drill.binary,
                     image=config.drill.image,
+                    allow_unisolated=options.allow_unisolated,
+                    binary_sha256=options.binary_sha256,
+                    image_digest=options.image_digest,
                 )
             )
             result.product, result.version = vault.product, vault.version
-            result.isolation = vault.isolation
+            result.isolation, result.isolated = vault.isolation, vault.isolated
+            result.binary = vault.details.get("binary", "")
+            result.binary_sha256 = vault.details.get("binary_sha256", "")
+            result.image_id = vault.details.get("image_id", "")
             check_versions(result, options.allow_version_mismatch)
             # retries=0: a restore is not idempotent; the waits poll anyway.
             node = Node(VaultClient(vault.endpoint, retries=0, timeout=120))

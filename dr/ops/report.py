@@ -76,11 +76,17 @@ def to_json(result: DrillResult) -> dict[str, Any]:
             "raft_index": result.raft_index,
             "catalog_secrets": result.secrets_in_catalog,
             "recipient": result.recipient,
+            # `latest` with --skip-unauthentic: the newer backups it could not trust
+            "skipped_newer": result.skipped_newer,
         },
         "drill": {
             "started_at": result.started_at,
             "runtime": result.runtime,
             "isolation": result.isolation,
+            "isolated": result.isolated,
+            "binary": result.binary or None,
+            "binary_sha256": result.binary_sha256 or None,
+            "image_id": result.image_id or None,
             "product": result.product,
             "version": result.version,
             "version_warning": result.version_warning or None,
@@ -114,6 +120,24 @@ def to_markdown(result: DrillResult) -> str:
         f"{result.snapshot_bytes} bytes, raft index {result.raft_index}, "
         f"{result.secrets_in_catalog} cataloged secrets, opened with {result.recipient or '-'}",
     ]
+    if result.skipped_newer:
+        lines.insert(
+            1,
+            f"> **WARNING**: newer backup(s) skipped as unauthentic: "
+            f"{', '.join(result.skipped_newer)} (--skip-unauthentic)",
+        )
+    if result.binary_sha256:
+        lines.append(f"- Server binary: `{result.binary}` (sha256 `{result.binary_sha256}`)")
+    if result.image_id:
+        lines.append(f"- Image: `{result.image_id}`")
+    if result.isolated is False:
+        lines.insert(
+            2,
+            "> ⚠️ **NOT ISOLATED** (--allow-unisolated): the throwaway Vault shared the "
+            "host network (loopback listener only); a restored Vault may revoke leases "
+            "against real backends",
+        )
+        lines.insert(3, "")
     if result.version_warning:
         lines.append(f"- ⚠️ {result.version_warning}")
     lines += ["", "| stage | seconds |", "| --- | ---: |"]
@@ -148,6 +172,17 @@ def to_junit(result: DrillResult) -> str:
         time=f"{sum(result.stages.values()):.3f}",
     )
     cases: list[tuple[str, float, str | None]] = []
+    if result.isolated is not None:
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name="isolated", value=str(result.isolated).lower())
+        ET.SubElement(properties, "property", name="isolation", value=result.isolation)
+        if result.binary_sha256:
+            ET.SubElement(properties, "property", name="binary_sha256", value=result.binary_sha256)
+        if result.image_id:
+            ET.SubElement(properties, "property", name="image_id", value=result.image_id)
+    if result.isolated is False:
+        # A passing case, so it fails no pipeline by itself, but it shows in every view.
+        cases.append(("NOT ISOLATED (--allow-unisolated)", 0.0, None))
     if result.error:
         cases.append(("drill", sum(result.stages.values()), result.error))
     if result.checks is not None:

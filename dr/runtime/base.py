@@ -7,8 +7,14 @@ clouds; FACTS.md). The server's config always enables the unauthenticated
 generate-root endpoints, so the drill can make a root token from the source cluster's
 unseal keys that is valid only inside the throwaway.
 
+A runtime that cannot isolate refuses to start (UsageError naming --allow-unisolated)
+unless the request says `allow_unisolated`; the ThrowawayVault then says `isolated=False`
+and the report says NOT ISOLATED. A pinned binary (`binary_sha256`) or image
+(`image_digest`) that differs is refused with IntegrityError (exit 6).
+
 Runtimes register in `RUNTIMES` by name ("process", "container"); `auto` picks the
-container runtime when a Docker engine answers, else the process runtime.
+container runtime when a Docker engine answers, else the process runtime, and refuses
+like the runtimes do when neither can isolate.
 """
 
 from __future__ import annotations
@@ -30,6 +36,15 @@ class RuntimeRequest:
     workdir: Path  # a private (0700) directory the runtime may use; removed by the caller
     binary: Path | None = None  # process runtime: drill.binary
     image: str | None = None  # container runtime: drill.image
+    allow_unisolated: bool = False  # --allow-unisolated: run even without isolation
+    binary_sha256: str | None = None  # process runtime: drill.binary_sha256 (hex)
+    image_digest: str | None = None  # container runtime: drill.image_digest (sha256:...)
+
+
+UNISOLATED_HINT = (
+    "a restored Vault revokes leases against the real databases and clouds; "
+    "pass --allow-unisolated only if this host cannot reach them"
+)
 
 
 @dataclass
@@ -45,6 +60,7 @@ class ThrowawayVault:
     stop: Callable[[], None]
     logs: Callable[[], str] = field(default=lambda: "")
     details: dict[str, str] = field(default_factory=dict)  # pid, container id, image...
+    isolated: bool = True  # False only when the request allowed running unisolated
 
 
 class DrillRuntime(Protocol):
@@ -52,6 +68,10 @@ class DrillRuntime(Protocol):
 
     def available(self) -> tuple[bool, str]:
         """(usable here, why not) without side effects."""
+        ...
+
+    def isolation_support(self) -> tuple[bool, str]:
+        """(can isolate a server here, why not), checked before anything starts."""
         ...
 
     def start(self, request: RuntimeRequest) -> ThrowawayVault:

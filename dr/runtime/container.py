@@ -14,6 +14,12 @@ the official images and in the local FROM-scratch image (dr/runtime/image.py); r
 as root inside the container keeps the official images' privilege-dropping scripts out.
 OpenBao 2.7 needs no IPC_LOCK (it has no mlock); a Vault config gets disable_mlock.
 
+Environment: testcontainers passes only the variables set with `with_env` (none here) and
+docker-py adds none of the host's, so the server sees only its image's own ENV; the
+runtime checks that Config.Env adds nothing to the image's after start. Image pinning:
+with drill.image_digest the image actually started (its id, or one of its RepoDigests)
+must match, else IntegrityError (exit 6); the image id is in the details either way.
+
 Cleanup: stop() removes the container (force, with its volumes) and the socket dir;
 `Teardown` runs at exit too. testcontainers' Ryuk reaper is off by default here (its
 image cannot be pulled without a registry); instead each container carries its owner
@@ -32,7 +38,7 @@ import time
 import uuid
 from typing import Any
 
-from dr.errors import UsageError, VaultError
+from dr.errors import IntegrityError, UsageError, VaultError
 from dr.runtime.base import RuntimeRequest, ThrowawayVault, register
 from dr.runtime.image import BINARY_PATHS, default_image
 from dr.runtime.isolation import OWNER_LABEL, Teardown, net_interfaces, owner_alive, owner_token
@@ -139,6 +145,9 @@ class ContainerRuntime:
             return False, f"no Docker engine answers at {where}: {exc}"
         return True, ""
 
+    def isolation_support(self) -> tuple[bool, str]:
+        return True, ""  # network "none" is always available where the engine runs
+
     def start(self, request: RuntimeRequest) -> ThrowawayVault:
         _testcontainers_env()
         from testcontainers.core.container import DockerContainer
@@ -186,6 +195,7 @@ class ContainerRuntime:
                 _start(container, image)
                 version = _wait_uninitialized(container, endpoint) or request.version
                 _check_isolation(container)
+                image_id, digests = _check_image(container, request.image_digest)
             except errors.DockerException as exc:
                 raise VaultError(f"Docker engine error while starting {image}: {exc}") from exc
         except BaseException:
@@ -204,6 +214,8 @@ class ContainerRuntime:
                 "container_id": str(wrapped.id),
                 "container_name": str(wrapped.name),
                 "image": image,
+                "image_id": image_id,
+                "image_digests": ",".join(digests),
                 "endpoint": endpoint.describe(),
                 "docker_host": os.environ.get("DOCKER_HOST", "(default)"),
             },
@@ -283,6 +295,31 @@ def _check_isolation(container: Any) -> None:
             raise VaultError(
                 f"drill container {wrapped.name} sees interfaces {interfaces}, expected 'lo'"
             )
+
+
+def _check_image(container: Any, pinned: str | None) -> tuple[str, list[str]]:
+    """(image id, repo digests) of the running container's image; IntegrityError when
+    `pinned` (drill.image_digest) is neither; and no host variable in Config.Env."""
+    wrapped = container.get_wrapped_container()
+    image_id = str(wrapped.attrs["Image"])
+    image = container.get_docker_client().client.images.get(image_id)
+    digests = [str(d) for d in image.attrs.get("RepoDigests") or []]
+    extra = sorted(
+        set(wrapped.attrs["Config"].get("Env") or []) - set(image.attrs["Config"].get("Env") or [])
+    )
+    if extra:
+        names = [item.split("=", 1)[0] for item in extra]
+        raise VaultError(f"drill container {wrapped.name} got host variables {names}")
+    if pinned is not None:
+        want = pinned.strip().lower()
+        want = want if want.startswith("sha256:") else f"sha256:{want}"
+        known = {image_id.lower(), *(d.rsplit("@", 1)[-1].lower() for d in digests)}
+        if want not in known:
+            raise IntegrityError(
+                f"drill image {wrapped.attrs['Config'].get('Image')} is {image_id} "
+                f"(digests {digests or 'none'}), not the pinned drill.image_digest {want}"
+            )
+    return image_id, digests
 
 
 def _remove(container: Any) -> None:

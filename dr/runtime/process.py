@@ -1,50 +1,66 @@
 """The `process` drill runtime: a local `bao`/`vault` binary as a child process.
 
 Isolation (a restored Vault revokes expired leases against the REAL backends, FACTS.md):
-- as root, with `unshare` and `ip`: the server runs in a private network namespace whose
-  only interface is loopback; the host reaches it through a unix socket (a file, so it
+- as root: the server runs in a private network namespace (`unshare --net`) whose only
+  interface is loopback; the host reaches it through a unix socket (a file, so it
   crosses the namespace boundary). Its TCP listener exists only inside the namespace
   (raft needs the cluster address), so no port is opened on the host at all.
-- otherwise: a plain child process with its listeners on 127.0.0.1 only; the report says
-  that no network isolation applied.
+- as any other user: the same inside a user namespace where we are root
+  (`unshare --user --map-root-user --net`); the server's files are still ours.
+- neither possible (no `unshare`/`ip`, or the kernel refuses): the runtime REFUSES to
+  start, unless the request allows it (--allow-unisolated): then a plain child with its
+  listeners on 127.0.0.1 only, and the report says NOT ISOLATED.
 After start the runtime reads /proc/PID/net/dev and refuses to go on unless the server
 sees only `lo`, so the isolation in the report is observed, not assumed.
 
-Nothing outlives the drill: the server runs in its own process group (stop() signals
+The server's environment is an allow-list (`server_env`): nothing of the host's
+secrets. A pinned binary (drill.binary_sha256) that differs is refused (exit 6); the
+binary's path and sha256 are in the details either way.
+
+Nothing outlives the drill: the server dies with the drill (PR_SET_PDEATHSIG SIGKILL,
+set in LocalBao, holds through unshare), runs in its own process group (stop() signals
 the group: SIGTERM, then SIGKILL), `Teardown` also runs at exit, and a server whose
-owner died without cleanup (SIGKILL) is killed by the next process drill
-(`sweep_orphans`).
+owner died without cleanup is killed by the next process drill (`sweep_orphans`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import logging
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
-from dr.errors import UsageError, VaultError
-from dr.runtime.base import RuntimeRequest, ThrowawayVault, register
+from dr.errors import IntegrityError, UsageError, VaultError
+from dr.runtime.base import UNISOLATED_HINT, RuntimeRequest, ThrowawayVault, register
 from dr.runtime.isolation import (
-    NETNS_ARGV_PREFIX,
+    MODE_USERNS,
     OWNER_ENV,
     Teardown,
+    argv_prefix,
     net_interfaces,
     netns_support,
     owner_alive,
     owner_token,
     process_owner,
+    server_env,
     socket_dir,
 )
 from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, find_bao_binary
 
 ISOLATION_NETNS = "private network namespace (loopback only), reached through a unix socket"
-ISOLATION_NONE = "none: loopback listener only (run as root for a private network namespace)"
+ISOLATION_USERNS = (
+    "private user + network namespace (unprivileged; loopback only), reached through a unix socket"
+)
+ISOLATION_NONE = "NOT ISOLATED: no network namespace, loopback listener only (--allow-unisolated)"
+log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0
 # SIGTERM grace before SIGKILL. An active server stops in about 0.9 s; one inside the
 # 5 s post-restore window waits that window out first (measured 6.4 s). Nothing in a
@@ -62,7 +78,8 @@ def detect_version(binary: Path) -> tuple[str, str]:
 
 @functools.cache
 def _detect_version(binary: str, mtime_ns: int, size: int) -> tuple[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    # The same allow-list as the server: `version` needs no HOME, give it an empty one.
+    env = server_env(Path("/nonexistent"), Path(tempfile.gettempdir()))
     try:
         out = subprocess.run(
             [binary, "version"],
@@ -82,6 +99,27 @@ def _detect_version(binary: str, mtime_ns: int, size: int) -> tuple[str, str]:
             "Vault version; set drill.binary to a bao or vault server binary"
         )
     return match.group(1).lower(), match.group(2)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(functools.partial(handle.read, 1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_binary(binary: Path, expected: str | None) -> str:
+    """The binary's sha256; IntegrityError when `expected` (drill.binary_sha256) differs."""
+    actual = file_sha256(binary)
+    if expected is not None:
+        want = expected.strip().lower().removeprefix("sha256:")
+        if actual != want:
+            raise IntegrityError(
+                f"drill binary {binary} has sha256 {actual}, not the pinned "
+                f"drill.binary_sha256 {want}: refusing to run it"
+            )
+    return actual
 
 
 def sweep_orphans() -> list[int]:
@@ -116,11 +154,22 @@ class ProcessRuntime:
             return False, exc.message
         return True, ""
 
+    def isolation_support(self) -> tuple[bool, str]:
+        mode, why_not = netns_support()
+        return mode is not None, why_not
+
     def start(self, request: RuntimeRequest) -> ThrowawayVault:
         sweep_orphans()
         binary = find_bao_binary(request.binary)
+        mode, why_not = netns_support()
+        isolated = mode is not None
+        if not isolated and not request.allow_unisolated:
+            raise UsageError(
+                f"the process drill runtime cannot isolate the server ({why_not}); "
+                f"{UNISOLATED_HINT}"
+            )
+        sha256 = check_binary(binary, request.binary_sha256)
         product, version = detect_version(binary)
-        isolated, why_not = netns_support()
         sock_dir: Path | None = None
         unix: Endpoint | None = None
         if isolated:
@@ -133,7 +182,7 @@ class ProcessRuntime:
             unauthed_generate_root=True,
             log_level="info",
             unix_socket=unix.unix_socket if unix else None,
-            argv_prefix=NETNS_ARGV_PREFIX if unix else (),
+            argv_prefix=argv_prefix(mode) if mode is not None else (),
             endpoint=unix,
             env={OWNER_ENV: owner_token()},
             disable_mlock=product == "vault",
@@ -150,17 +199,28 @@ class ProcessRuntime:
             teardown()
             raise
         assert server.pid is not None
+        if not isolated:
+            log.warning(
+                "WARNING: the drill server pid %s is NOT ISOLATED (%s): a restored Vault "
+                "may revoke leases against real backends",
+                server.pid,
+                why_not,
+            )
+        isolation = ISOLATION_USERNS if mode == MODE_USERNS else ISOLATION_NETNS
         return ThrowawayVault(
             endpoint=endpoint,
             product=product,
             version=version,
-            isolation=ISOLATION_NETNS if isolated else ISOLATION_NONE,
+            isolation=isolation if isolated else ISOLATION_NONE,
+            isolated=isolated,
             runtime=self.name,
             stop=teardown,
             logs=functools.partial(_read_log, server.log_file),
             details={
                 "pid": str(server.pid),
                 "binary": str(binary),
+                "binary_sha256": sha256,
+                "isolation_mode": mode or "none",
                 "endpoint": endpoint.describe(),
                 "tcp_addr": server.addr,
                 **({"netns_unavailable": why_not} if not isolated else {}),

@@ -83,8 +83,13 @@ class BackupStore(Protocol):
         *,
         metadata: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        overwrite: bool = True,
     ) -> ObjectRef:
         """Store everything `stream.read(n)` returns until b"" under `key`.
+
+        `overwrite=False`: write once; an existing object at `key` is never replaced
+        (S3 `If-None-Match: *`, which the bucket policy in terraform/ demands of data
+        objects) and the call fails with StorageError.
 
         The stream need not be seekable. `progress(n)` is called with the number of
         bytes just taken from the stream (an increment, possibly from a worker thread).

@@ -76,9 +76,12 @@ class FileStore:
         *,
         metadata: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        overwrite: bool = True,
     ) -> ObjectRef:
         path = self._path(key)
         self._mkdirs(path.parent)
+        if not overwrite and path.exists():
+            raise StorageError(f"{path} exists; refusing to overwrite a stored object")
         reader = StreamReader(stream, progress=progress)
         try:
             fd, tmp_name = tempfile.mkstemp(
@@ -93,7 +96,11 @@ class FileStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, path)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)  # atomic, and fails if the name was taken meanwhile
+                tmp.unlink()
             _fsync_dir(path.parent)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):

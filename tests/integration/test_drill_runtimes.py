@@ -30,7 +30,13 @@ from dr.runtime.container import ISOLATION as CONTAINER_ISOLATION
 from dr.runtime.container import sweep_orphans as sweep_containers
 from dr.runtime.image import render_dockerfile
 from dr.runtime.isolation import OWNER_LABEL, net_interfaces, owner_token, process_owner
-from dr.runtime.process import ISOLATION_NETNS, ISOLATION_NONE, ProcessRuntime, detect_version
+from dr.runtime.process import (
+    ISOLATION_NETNS,
+    ISOLATION_NONE,
+    ISOLATION_USERNS,
+    ProcessRuntime,
+    detect_version,
+)
 from dr.runtime.process import sweep_orphans as sweep_processes
 from tests.stack.ci import missing
 
@@ -290,13 +296,21 @@ def test_long_workdir_gets_a_short_socket_dir(
 def test_process_runtime_without_netns_is_plain_loopback(
     make_request: Callable[[str], RuntimeRequest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not root (simulated): a plain child on 127.0.0.1, and the report says so."""
+    """No namespace possible (simulated): refused, unless allowed; then a plain child on
+    127.0.0.1, and the isolation says NOT ISOLATED."""
+    import dataclasses
+
     import dr.runtime.process as process_runtime
 
-    monkeypatch.setattr(process_runtime, "netns_support", lambda: (False, "simulated"))
-    vault = ProcessRuntime().start(make_request("process"))
+    monkeypatch.setattr(process_runtime, "netns_support", lambda: (None, "simulated"))
+    request = make_request("process")
+    with pytest.raises(UsageError, match="--allow-unisolated"):
+        ProcessRuntime().start(request)
+    assert list(request.workdir.iterdir()) == []
+    vault = ProcessRuntime().start(dataclasses.replace(request, allow_unisolated=True))
     try:
-        assert vault.isolation == ISOLATION_NONE
+        assert vault.isolation == ISOLATION_NONE and "NOT ISOLATED" in vault.isolation
+        assert vault.isolated is False
         assert vault.endpoint.unix_socket is None
         assert vault.endpoint.addr == vault.details["tcp_addr"]
         assert vault.details["netns_unavailable"] == "simulated"
@@ -343,18 +357,15 @@ def test_process_isolation(make_request: Callable[[str], RuntimeRequest]) -> Non
     try:
         pid = int(vault.details["pid"])
         port = int(vault.details["tcp_addr"].rsplit(":", 1)[1])
-        if not IS_ROOT:
-            assert vault.isolation == ISOLATION_NONE
-            assert vault.endpoint.addr == vault.details["tcp_addr"]
-            assert _tcp_answers("127.0.0.1", port)
-            return
-        assert vault.isolation == ISOLATION_NETNS
+        assert vault.isolated is True
+        assert vault.isolation == (ISOLATION_NETNS if IS_ROOT else ISOLATION_USERNS)
         assert vault.endpoint.unix_socket is not None and vault.endpoint.addr is None
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
         assert net_interfaces(pid) == ["lo"]
         # The server's TCP listener is not on the host's loopback...
         assert not _tcp_answers("127.0.0.1", port)
-        _assert_private_network(pid, port)
+        if IS_ROOT:
+            _assert_private_network(pid, port)
     finally:
         vault.stop()
 
@@ -524,17 +535,21 @@ def test_interrupt_leaves_nothing(
 def test_sigkill_orphans_are_swept_by_the_next_drill(
     runtime_name: str, make_request: Callable[[str], RuntimeRequest]
 ) -> None:
+    """A SIGKILLed owner: a process server dies with it (PR_SET_PDEATHSIG), through
+    unshare; a container stays until the next drill's sweep."""
     request = make_request(runtime_name)
     child = _spawn_child(runtime_name, request, "after-start")
     try:
         owner = _read_event(child, "owner")
         _read_event(child, "started")
+        assert _child_servers(runtime_name, owner)
         child.kill()  # no cleanup can run
         child.wait(10)
-        assert _child_servers(runtime_name, owner), "SIGKILL leaves the server (expected)"
         if runtime_name == "process":
-            sweep_processes()
+            _wait(lambda: not _child_servers(runtime_name, owner), 5, "PDEATHSIG")
+            assert sweep_processes() == []
         else:
+            assert _child_servers(runtime_name, owner), "SIGKILL leaves the container"
             sweep_containers(_docker())
         _wait(lambda: not _child_servers(runtime_name, owner), 10, "the orphan to go")
     finally:

@@ -76,14 +76,23 @@ def kms(server: MotoServer, name: str) -> dict[str, Any]:
 
 
 def keygen(path: Path) -> str:
-    """`dr keygen --out PATH`, as an operator runs it; returns the public recipient."""
-    proc = run_dr("keygen", "--out", str(path))
+    """`dr keygen --out PATH --print-private`, as an operator runs it (stdout is a pipe
+    here, so the flag is needed to print the key); returns the public recipient."""
+    proc = run_dr("keygen", "--out", str(path), "--print-private")
     assert proc.returncode == 0, proc.stderr
     assert path.stat().st_mode & 0o777 == 0o600
     recipients = set(RECIPIENT_RE.findall(proc.stdout))
     assert len(recipients) == 1, proc.stdout
     assert "VDR-SECRET-KEY-1" in proc.stdout
     return recipients.pop()
+
+
+def test_keygen_prints_no_private_key_into_a_pipe(tmp_path: Path) -> None:
+    proc = run_dr("keygen", "--out", str(tmp_path / "id.key"))
+    assert proc.returncode == 0, proc.stderr
+    assert RECIPIENT_RE.findall(proc.stdout)
+    assert "VDR-SECRET-KEY-1" not in proc.stdout + proc.stderr
+    assert "--print-private" in proc.stderr
 
 
 def x25519(recipient: str, name: str = "break-glass") -> dict[str, Any]:

@@ -207,6 +207,24 @@ def test_overwrite_keeps_old_version(store: BackupStore) -> None:
         assert [(v.key, v.size) for v in versions] == [("same/key", len(new))]
 
 
+@pytest.mark.parametrize("size", [9, 12 * MIB + 7], ids=["single", "multipart"])
+def test_write_once_never_replaces_an_object(store: BackupStore, size: int) -> None:
+    """`overwrite=False` (snapshot.enc, catalog.enc): a second write to the key fails and
+    the first object stays the only version (S3: If-None-Match on PutObject and on
+    CompleteMultipartUpload, which the bucket policy in terraform/ demands)."""
+    first = os.urandom(size)
+    ref = store.put_stream("once/key", ReadOnlyStream(first), overwrite=False)
+    with pytest.raises(StorageError, match="exists"):
+        store.put_stream("once/key", ReadOnlyStream(os.urandom(size)), overwrite=False)
+    assert store.get_bytes("once/key") == first
+    versions = list(store.list_versions("once/key"))
+    assert len(versions) == 1 and versions[0].version_id == ref.version_id
+    assert store.list_incomplete_uploads("once/") == []  # the refused upload was aborted
+    # Overwriting stays possible where it is meant to be (a new manifest version).
+    store.put_stream("once/key", ReadOnlyStream(b"manifest v2"))
+    assert store.get_bytes("once/key") == b"manifest v2"
+
+
 def test_list_is_sorted_and_prefix_limited(store: BackupStore) -> None:
     names = ["p/b", "p/a/x", "p/a-1", "p/a/y/z", "q/z", "p2/x", "pp"]
     for name in names:

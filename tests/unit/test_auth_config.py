@@ -135,3 +135,20 @@ def test_transit_recipient_takes_the_same_auth_block() -> None:
     (recipient,) = parse_config(data, "dr.yaml", Path("/etc"), {}).encryption.recipients
     auth = recipient.options["auth"]
     assert auth.method == "approle" and auth.where == "encryption.recipients[0].auth"
+
+
+def test_a_token_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s.tok\n")
+    token.chmod(0o644)
+    auth = config(token_file=str(token)).vault.auth
+    with pytest.raises(UsageError, match="readable by others"):
+        auth.token.read()
+    token.chmod(0o640)  # group-readable is how Vault Agent's sink is often shared
+    assert auth.token.read() == "s.tok"
+    # A Kubernetes service-account token is world-readable by design: not refused.
+    sa = tmp_path / "sa"
+    sa.write_text("eyJ.x.y\n")
+    sa.chmod(0o644)
+    k8s = config({"method": "kubernetes", "role": "r", "token_file": str(sa)}).vault.auth
+    assert k8s.jwt is not None and k8s.jwt.read() == "eyJ.x.y"

@@ -126,6 +126,7 @@ def test_token_comes_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monkey
     assert cfg.vault.auth.token.read() == "s.abc"
     token_file = tmp_path / "token"
     token_file.write_text("s.file\n")
+    token_file.chmod(0o600)
     del data["vault"]["token_env"]
     data["vault"]["token_file"] = str(token_file)
     assert parse(data).vault.auth.token.read() == "s.file"

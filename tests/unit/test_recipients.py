@@ -72,7 +72,7 @@ def test_tampered_stanza_fails(keyfile: KeyfileRecipient) -> None:
 
 
 def manifest() -> Manifest:
-    record = ObjectRecord("k", "v1", "prod/x/snapshot", 10, "aa", 40, "bb")
+    record = ObjectRecord("k", "v1", "prod/x/snapshot", 10, "a" * 64, 40, "b" * 64)
     return Manifest(
         cluster="prod",
         backup_id=new_backup_id(),

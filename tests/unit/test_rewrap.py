@@ -68,9 +68,13 @@ class Site:
             completed_at="2026-11-26T06:00:09Z",
             tool_version="0.1.0",
             vault={"product": "openbao", "cluster_id": "c-1"},
-            snapshot=ObjectRecord(refs["snapshot"].key, None, "prod/x/snapshot", 1, "a", 64, "b"),
+            snapshot=ObjectRecord(
+                refs["snapshot"].key, None, "prod/x/snapshot", 1, "a" * 64, 64, "b" * 64
+            ),
             snapshot_info={"raft_index": 7},
-            catalog=ObjectRecord(refs["catalog"].key, None, "prod/x/catalog", 1, "a", 64, "b"),
+            catalog=ObjectRecord(
+                refs["catalog"].key, None, "prod/x/catalog", 1, "a" * 64, 64, "b" * 64
+            ),
             catalog_counts={"secrets": 3},
             encryption={"frame_size": 1 << 20},
             recipients=stanzas,

