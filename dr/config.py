@@ -299,29 +299,41 @@ def _encryption(s: Section, base: Path) -> EncryptionConfig:
         recipients.append(RecipientConfig(kind, name, options, r.where))
     if not recipients and not s.has("writer"):
         raise s.error("recipients", "needs at least one recipient")
-    writer_public, writer_key_file = None, None
+    writer_public: bytes | None = None
+    writer_key_file: Path | None = None
+    writer_previous: tuple[bytes, ...] = ()
     if s.has("writer"):
-        writer_public, writer_key_file = parse_with(s.section("writer"), lambda w: _writer(w, base))
+        writer_public, writer_key_file, writer_previous = parse_with(
+            s.section("writer"), lambda w: _writer(w, base)
+        )
     return EncryptionConfig(
         recipients=tuple(recipients),
         frame_size=s.size("frame_size", 1 << 20, minimum=1 << 12, maximum=1 << 24),
         require_offline=s.flag("require_offline", False),
         writer_public=writer_public,
         writer_key_file=writer_key_file,
+        writer_previous=writer_previous,
     )
 
 
-def _writer(s: Section, base: Path) -> tuple[bytes, Path | None]:
-    """`encryption.writer`: public_key (pinned; vdrw1... from `dr keygen --writer`) and,
-    on the backup host only, key_file (the private half)."""
-    text = s.req_str("public_key")
-    try:
-        public = parse_writer_public(text)
-    except ValueError as exc:
-        raise s.error("public_key", str(exc)) from None
+def _writer(s: Section, base: Path) -> tuple[bytes, Path | None, tuple[bytes, ...]]:
+    """`encryption.writer`: public_key (pinned; vdrw1... from `dr keygen --writer`),
+    previous_public_keys (still accepted after a rotation), and, on the backup host
+    only, key_file (the private half)."""
+
+    def parse(text: str, key: str) -> bytes:
+        try:
+            return parse_writer_public(text)
+        except ValueError as exc:
+            raise s.error(key, str(exc)) from None
+
+    public = parse(s.req_str("public_key"), "public_key")
+    previous = tuple(
+        parse(text, "previous_public_keys") for text in s.str_list("previous_public_keys") or ()
+    )
     key_file = _path(s, "key_file", base)
     s.done()
-    return public, key_file
+    return public, key_file, previous
 
 
 def _drill(s: Section, base: Path) -> DrillConfig:

@@ -19,6 +19,7 @@ import hmac
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -296,8 +297,8 @@ class Manifest:
         """Sign the MAC'd body and the MAC with the backup job's writer key (after seal)."""
         self.writer = key.sign(self._body(), self.mac)
 
-    def check_writer(self, pinned: bytes) -> None:
-        """Refuse a manifest the pinned writer key did not sign (dr/crypto/writer.py)."""
+    def check_writer(self, pinned: Sequence[bytes]) -> None:
+        """Refuse a manifest no pinned writer key signed (dr/crypto/writer.py)."""
         verify_signature(self.writer, self._body(), self.mac, pinned, self.backup_id)
 
     def seal(self, data_key: bytes) -> None:

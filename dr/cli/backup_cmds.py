@@ -81,7 +81,7 @@ def list_(state: State, as_json: bool) -> None:
     listing = list_backups(
         store,
         Layout(config.storage.prefix, config.cluster),
-        writer=config.encryption.writer_public,
+        writer=config.encryption.writer_trusted,
     )
     if as_json:
         _emit_json(
@@ -161,7 +161,7 @@ def verify(
         store,
         Layout(config.storage.prefix, config.cluster),
         which,
-        writer=config.encryption.writer_public,
+        writer=config.encryption.writer_trusted,
         skip_unauthentic=skip_unauthentic,
     )
     wrappers = select_wrappers(config.encryption, identity)

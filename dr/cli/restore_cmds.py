@@ -51,7 +51,7 @@ def open_backup(
         store,
         Layout(config.storage.prefix, config.cluster),
         which,
-        writer=config.encryption.writer_public,
+        writer=config.encryption.writer_trusted,
         skip_unauthentic=skip_unauthentic,
     )
     return config, store, manifest

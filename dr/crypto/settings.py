@@ -30,3 +30,12 @@ class EncryptionConfig:
     # private key file (the backup host only). dr/crypto/writer.py.
     writer_public: bytes | None = None
     writer_key_file: Path | None = None
+    # Keys a rotation replaced: backups they signed are still accepted (opening only).
+    writer_previous: tuple[bytes, ...] = ()
+
+    @property
+    def writer_trusted(self) -> tuple[bytes, ...] | None:
+        """Every writer key a backup may be signed by; None when none is pinned."""
+        if self.writer_public is None:
+            return None
+        return (self.writer_public, *self.writer_previous)

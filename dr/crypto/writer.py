@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,28 +118,31 @@ def verify_signature(
     writer: Mapping[str, Any] | None,
     body: Mapping[str, Any],
     mac: str,
-    pinned: bytes,
+    pinned: Sequence[bytes],
     backup_id: str,
 ) -> None:
-    """Refuse a manifest not signed by the pinned writer key (IntegrityError, exit 6)."""
-    expected = key_id(pinned)
+    """Refuse a manifest not signed by one of the pinned writer keys (IntegrityError,
+    exit 6). `pinned`: the current key first, then keys a rotation replaced."""
+    names = ", ".join(format_public(p) for p in pinned)
     if not writer:
         raise IntegrityError(
             f"backup {backup_id} carries no writer signature, but encryption.writer pins "
-            f"{format_public(pinned)}: it was not written by the backup job (or predates "
-            "the writer key); do not restore it before finding out why"
+            f"{names}: it was not written by the backup job (or predates the writer key); "
+            "do not restore it before finding out why"
         )
     sig_text = writer.get("sig")
     if writer.get("alg") != ALG or not isinstance(sig_text, str):
         raise IntegrityError(f"backup {backup_id}: the writer signature is malformed")
-    if writer.get("key_id") != expected:
+    by_id = {key_id(p): p for p in pinned}
+    public = by_id.get(str(writer.get("key_id")))
+    if public is None:
         raise IntegrityError(
             f"backup {backup_id} is signed by writer key {str(writer.get('key_id'))[:16]!r}, "
-            f"not the pinned {expected}: it was not written by this backup job"
+            f"not the pinned {', '.join(by_id)}: it was not written by this backup job"
         )
     try:
         sig = base64.b64decode(sig_text, validate=True)
-        Ed25519PublicKey.from_public_bytes(pinned).verify(sig, signed_bytes(body, mac))
+        Ed25519PublicKey.from_public_bytes(public).verify(sig, signed_bytes(body, mac))
     except (InvalidSignature, ValueError, binascii.Error):
         raise IntegrityError(
             f"backup {backup_id}: the writer signature does not verify: the manifest was "

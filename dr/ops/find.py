@@ -54,7 +54,7 @@ def check_placement(manifest: Manifest, layout: Layout, backup_id: str, key: str
 
 
 def _authentic(
-    store: BackupStore, layout: Layout, backup_id: str, writer: bytes | None
+    store: BackupStore, layout: Layout, backup_id: str, writer: Sequence[bytes] | None
 ) -> Manifest:
     key = layout.key(backup_id, MANIFEST_NAME)
     manifest = Manifest.loads(store.get_bytes(key), key)
@@ -64,7 +64,9 @@ def _authentic(
     return manifest
 
 
-def list_backups(store: BackupStore, layout: Layout, *, writer: bytes | None = None) -> Listing:
+def list_backups(
+    store: BackupStore, layout: Layout, *, writer: Sequence[bytes] | None = None
+) -> Listing:
     """Every backup of the cluster, newest first. With `writer` (the pinned public key)
     only manifests it signed are listed; the others are `unreadable`, with the reason."""
     manifests: dict[str, Manifest] = {}
@@ -95,7 +97,7 @@ def resolve_backup(
     layout: Layout,
     which: str,
     *,
-    writer: bytes | None = None,
+    writer: Sequence[bytes] | None = None,
     skip_unauthentic: bool = False,
 ) -> Manifest:
     """`which` is a backup id, `latest`, or `random` (drills pick one at random).

@@ -219,13 +219,13 @@ def run_rewrap(
     layout = Layout(config.storage.prefix, config.cluster)
     skipped: list[str] = []
     if all_backups:
-        listing = list_backups(store, layout, writer=config.encryption.writer_public)
+        listing = list_backups(store, layout, writer=config.encryption.writer_trusted)
         manifests, skipped = listing.backups, listing.unreadable
         for bad in skipped:
             log.warning("skipping unreadable manifest %s", bad)
     else:
         assert which is not None
-        manifests = [resolve_backup(store, layout, which, writer=config.encryption.writer_public)]
+        manifests = [resolve_backup(store, layout, which, writer=config.encryption.writer_trusted)]
     changes = [plan_one(m, adders, set(remove), openers) for m in manifests]
     if not dry_run:
         for change in changes:

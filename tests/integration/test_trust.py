@@ -274,3 +274,31 @@ def test_rewrap_keeps_the_signature(world: dict[str, Any], tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     proc = run_dr("verify", "--backup", world["genuine"], config=config)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_writer_key_rotation(world: dict[str, Any], bao: Any, tmp_path: Path) -> None:
+    """Rotate: a new key signs from now on; with the old one listed in
+    previous_public_keys both generations open; without it the old backups are refused."""
+    config, store = private_world(world, tmp_path)
+    new_public = keygen_writer(tmp_path / "writer-2.key")
+    data = yaml.safe_load(config.read_text())
+    data["encryption"]["writer"] = {
+        "public_key": new_public,
+        "key_file": str(tmp_path / "writer-2.key"),
+        "previous_public_keys": [world["writer_public"]],
+    }
+    config.write_text(yaml.safe_dump(data))
+    fresh = dr_json("backup", config=config, token=bao.root_token)["backup_id"]
+    manifest = json.loads((store / "prod" / fresh / "manifest.json").read_text())
+    old = json.loads((store / "prod" / world["genuine"] / "manifest.json").read_text())
+    assert manifest["writer"]["key_id"] != old["writer"]["key_id"]
+    for backup_id in (fresh, world["genuine"]):
+        proc = run_dr("verify", "--backup", backup_id, config=config)
+        assert proc.returncode == 0, proc.stderr
+    # Once the old key is dropped from the config, what it signed is no longer trusted.
+    data["encryption"]["writer"].pop("previous_public_keys")
+    config.write_text(yaml.safe_dump(data))
+    proc = run_dr("verify", "--backup", world["genuine"], config=config)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.INTEGRITY and "not the pinned" in line
+    assert run_dr("verify", "--backup", fresh, config=config).returncode == 0
