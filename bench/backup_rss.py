@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from dr.crypto.keyfile import generate_keyfile  # noqa: E402
 from dr.vault.localserver import LocalBao  # noqa: E402
+from tests.integration.drutil import writer_block  # noqa: E402
 from tests.stack.seaweedfs import SeaweedS3  # noqa: E402
 
 # Raw bytes per secret, base64-encoded into the value (~683 KiB): raft refuses entries
@@ -124,7 +125,8 @@ def main() -> None:
                             "endpoint_url": weed.endpoint_url,
                         },
                         "encryption": {
-                            "recipients": [{"type": "keyfile", "path": str(tmp / "bench.key")}]
+                            "recipients": [{"type": "keyfile", "path": str(tmp / "bench.key")}],
+                            "writer": writer_block(tmp),
                         },
                     }
                 )

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from dr.crypto.keyfile import generate_keyfile  # noqa: E402
 from dr.vault.localserver import LocalBao  # noqa: E402
+from tests.integration.drutil import writer_block  # noqa: E402
 from tests.stack.openbao import hvac_client, populate  # noqa: E402
 
 
@@ -120,7 +121,10 @@ def one_size(count: int, tmp: Path) -> dict[str, Any]:
                     "cluster": f"bench{count}",
                     "vault": {"addr": source.addr},
                     "storage": {"type": "file", "path": str(tmp / f"store-{count}")},
-                    "encryption": {"recipients": [{"type": "keyfile", "path": str(keyfile)}]},
+                    "encryption": {
+                        "recipients": [{"type": "keyfile", "path": str(keyfile)}],
+                        "writer": writer_block(tmp),
+                    },
                     "drill": {"runtime": "process", "unseal_keys_file": str(keys_file)},
                 }
             )

@@ -288,7 +288,8 @@ def _encryption(s: Section, base: Path) -> EncryptionConfig:
     recipients = []
     names: set[str] = set()
     # A break-glass config may pin the writer key alone (recipients come from --identity).
-    for i, r in enumerate(s.sections("recipients", required=not s.has("writer"))):
+    alone = s.has("writer") or s.has("allow_unsigned")
+    for i, r in enumerate(s.sections("recipients", required=not alone)):
         kind = r.req_str("type", choices=tuple(RECIPIENT_OPTIONS))
         name = r.text("name", f"{kind}-{i}", pattern=r"[A-Za-z0-9._-]+") or ""
         if name in names:
@@ -297,7 +298,7 @@ def _encryption(s: Section, base: Path) -> EncryptionConfig:
         options = RECIPIENT_OPTIONS[kind](r, base)
         r.done()
         recipients.append(RecipientConfig(kind, name, options, r.where))
-    if not recipients and not s.has("writer"):
+    if not recipients and not alone:
         raise s.error("recipients", "needs at least one recipient")
     writer_public: bytes | None = None
     writer_key_file: Path | None = None
@@ -313,6 +314,7 @@ def _encryption(s: Section, base: Path) -> EncryptionConfig:
         writer_public=writer_public,
         writer_key_file=writer_key_file,
         writer_previous=writer_previous,
+        allow_unsigned=s.flag("allow_unsigned", False),
     )
 
 

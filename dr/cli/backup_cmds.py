@@ -12,7 +12,7 @@ from dr.cli.state import State, pass_state
 from dr.crypto.recipients import select_wrappers
 from dr.manifest import Layout, Manifest
 from dr.ops.backup import run_backup
-from dr.ops.find import list_backups, resolve_backup
+from dr.ops.find import list_backups, resolve_backup, trust_of, warn_if_unsigned
 from dr.ops.verify import verify_backup
 from dr.progress import Progress, human_bytes
 from dr.storage.factory import open_store
@@ -46,6 +46,7 @@ def summary(m: Manifest) -> dict[str, Any]:
             "namespaces_skipped": m.catalog_counts.get("namespaces_skipped", 0),
         },
         "recipients": [f"{s.type}:{s.name}" for s in m.recipients],
+        "signed_by": (m.writer or {}).get("key_id"),  # None: no writer signature
         "version_ids": {
             "snapshot": m.snapshot.version_id,
             "catalog": m.catalog.version_id,
@@ -82,6 +83,7 @@ def list_(state: State, as_json: bool) -> None:
         store,
         Layout(config.storage.prefix, config.cluster),
         writer=config.encryption.writer_trusted,
+        allow_unsigned=True,  # listing only: an unsigned backup is shown (SIGNED column)
     )
     if as_json:
         _emit_json(
@@ -146,24 +148,37 @@ def list_(state: State, as_json: bool) -> None:
     help="With --backup latest: when the newest backup cannot be authenticated, verify "
     "the newest one that can (with a warning) instead of refusing.",
 )
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Accept a backup that carries no writer signature (it is named in a warning).",
+)
 @pass_state
 def verify(
-    state: State, which: str, as_json: bool, identity: Path | None, skip_unauthentic: bool
+    state: State,
+    which: str,
+    as_json: bool,
+    identity: Path | None,
+    skip_unauthentic: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Download a backup, authenticate every frame and check the snapshot inside.
 
     Needs read access to the store and one working recipient (or --identity); no Vault.
     """
     config = state.config()
+    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
     store = open_store(config.storage)
     store.preflight(write=False)
     manifest = resolve_backup(
         store,
         Layout(config.storage.prefix, config.cluster),
         which,
-        writer=config.encryption.writer_trusted,
+        writer=trust.writer,
         skip_unauthentic=skip_unauthentic,
+        allow_unsigned=trust.allow_unsigned,
     )
+    warn_if_unsigned(manifest)
     wrappers = select_wrappers(config.encryption, identity)
     result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
     if as_json:

@@ -173,6 +173,11 @@ def _indent(text: str) -> str:
 )
 @click.option("--dry-run", is_flag=True, help="Open and plan everything, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Also rewrap backups that carry no writer signature.",
+)
 @pass_state
 def rewrap(
     state: State,
@@ -183,6 +188,7 @@ def rewrap(
     identity: Path | None,
     dry_run: bool,
     as_json: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Add, rotate or remove recipients of stored backups by writing a new manifest
     version; the snapshot and catalog objects are not touched.
@@ -200,6 +206,7 @@ def rewrap(
         remove=remove,
         identity=identity,
         dry_run=dry_run,
+        allow_unsigned=allow_unsigned,
     )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))

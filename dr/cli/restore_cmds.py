@@ -14,11 +14,18 @@ from dr.config import Config
 from dr.crypto.recipients import KeyWrapper, select_wrappers
 from dr.errors import UsageError
 from dr.manifest import Layout, Manifest
-from dr.ops.find import resolve_backup
+from dr.ops.find import resolve_backup, trust_of, warn_if_unsigned
 from dr.progress import Progress, human_bytes
 from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
 from dr.vault.auth import AuthSettings, Credential
+
+allow_unsigned_option = click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Accept a backup that carries no writer signature (made before the writer key, "
+    "or with encryption.allow_unsigned); it is named in a warning.",
+)
 
 skip_unauthentic_option = click.option(
     "--skip-unauthentic",
@@ -40,20 +47,23 @@ def wrappers_for(config: Config, identity: Path | None) -> list[KeyWrapper]:
 
 
 def open_backup(
-    state: State, which: str, *, skip_unauthentic: bool = False
+    state: State, which: str, *, skip_unauthentic: bool = False, allow_unsigned: bool = False
 ) -> tuple[Config, BackupStore, Manifest]:
-    """The backup to open: placed where it belongs, and signed by the pinned writer key
-    when encryption.writer is set; `latest` never falls back silently."""
+    """The backup to open: placed where it belongs and signed by a pinned writer key
+    (unsigned only when allowed, with a warning); `latest` never falls back silently."""
     config = state.config()
+    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
     store = open_store(config.storage)
     store.preflight(write=False)
     manifest = resolve_backup(
         store,
         Layout(config.storage.prefix, config.cluster),
         which,
-        writer=config.encryption.writer_trusted,
+        writer=trust.writer,
         skip_unauthentic=skip_unauthentic,
+        allow_unsigned=trust.allow_unsigned,
     )
+    warn_if_unsigned(manifest)
     return config, store, manifest
 
 
@@ -99,6 +109,7 @@ def _progress(state: State, label: str) -> Progress:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @identity_option
 @skip_unauthentic_option
+@allow_unsigned_option
 @pass_state
 def restore(
     state: State,
@@ -114,6 +125,7 @@ def restore(
     as_json: bool,
     identity: Path | None,
     skip_unauthentic: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Restore a backup into the Vault at ADDR, unseal it with the source cluster's keys,
     and check that it serves every cataloged path.
@@ -122,7 +134,9 @@ def restore(
     """
     from dr.ops.restore import RestoreRequest, run_restore
 
-    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
+    config, store, manifest = open_backup(
+        state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
+    )
     configured = config.vault.auth
     target_auth = _token_auth(token_env, token_file, "--token") or configured
     verify_auth = None
@@ -191,9 +205,15 @@ def _token_auth(env: str | None, file: Path | None, option: str) -> AuthSettings
 )
 @identity_option
 @skip_unauthentic_option
+@allow_unsigned_option
 @pass_state
 def decrypt(
-    state: State, which: str, output: Path, identity: Path | None, skip_unauthentic: bool
+    state: State,
+    which: str,
+    output: Path,
+    identity: Path | None,
+    skip_unauthentic: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Write a backup's decrypted raft snapshot to a file, for a manual restore with
     `bao|vault operator raft snapshot restore -force FILE`.
@@ -203,7 +223,9 @@ def decrypt(
     """
     from dr.ops.fetch import fetch_backup
 
-    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
+    config, store, manifest = open_backup(
+        state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
+    )
     if output.exists():
         raise UsageError(f"{output} exists; refusing to overwrite it")
     with fetch_backup(
@@ -293,6 +315,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 @identity_option
+@allow_unsigned_option
 @skip_unauthentic_option
 @pass_state
 def drill(
@@ -309,6 +332,7 @@ def drill(
     as_json: bool,
     identity: Path | None,
     skip_unauthentic: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Restore a backup into a throwaway Vault, check every cataloged path, time the RTO.
 
@@ -320,7 +344,9 @@ def drill(
     from dr.ops.drill import DrillOptions, run_drill
     from dr.ops.report import failure, to_json, to_markdown, write_reports
 
-    config, store, manifest = open_backup(state, which, skip_unauthentic=skip_unauthentic)
+    config, store, manifest = open_backup(
+        state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
+    )
     options = DrillOptions(
         runtime=runtime or config.drill.runtime,
         allow_version_mismatch=allow_version_mismatch,

@@ -32,6 +32,8 @@ class EncryptionConfig:
     writer_key_file: Path | None = None
     # Keys a rotation replaced: backups they signed are still accepted (opening only).
     writer_previous: tuple[bytes, ...] = ()
+    # Explicitly accept unsigned backups (and make them): a migration or lab setting.
+    allow_unsigned: bool = False
 
     @property
     def writer_trusted(self) -> tuple[bytes, ...] | None:

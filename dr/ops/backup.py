@@ -96,6 +96,14 @@ def load_writer(config: Config) -> WriterKey | None:
                 f"{config.source}: encryption.writer pins a writer key but has no key_file: "
                 "the backup host needs the private writer key (dr keygen --writer)"
             )
+        if not enc.allow_unsigned:
+            raise UsageError(
+                f"{config.source}: encryption.writer is not set: every backup is signed so "
+                "that nobody with write access to the bucket can plant one; run `dr keygen "
+                "--writer --out /etc/vault-dr/writer.key` and add the block it prints "
+                "(docs/keys.md), or set encryption.allow_unsigned: true"
+            )
+        log.warning("WARNING: this backup is not signed (encryption.allow_unsigned)")
         return None
     key = read_writer_key(enc.writer_key_file)
     if enc.writer_public is not None and key.public != enc.writer_public:

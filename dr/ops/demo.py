@@ -23,6 +23,7 @@ import yaml
 from dr.config import Config, parse_config
 from dr.crypto.keyfile import generate_keyfile
 from dr.crypto.recipients import build_recipients
+from dr.crypto.writer import format_public, generate_writer_key, read_writer_key
 from dr.manifest import Layout
 from dr.ops.backup import BackupResult, run_backup
 from dr.ops.find import list_backups
@@ -53,12 +54,16 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def demo_config(directory: Path, addr: str) -> dict[str, object]:
+def demo_config(directory: Path, addr: str, writer_public: str) -> dict[str, object]:
     return {
         "cluster": "demo",
         "vault": {"addr": addr, "token_env": "DR_DEMO_TOKEN"},
         "storage": {"type": "file", "path": "backups", "prefix": "vault"},
-        "encryption": {"recipients": [{"type": "keyfile", "name": "demo", "path": "demo.key"}]},
+        "encryption": {
+            "recipients": [{"type": "keyfile", "name": "demo", "path": "demo.key"}],
+            # every backup is signed; the public key is what a restore host pins
+            "writer": {"public_key": writer_public, "key_file": "writer.key"},
+        },
         "drill": {"runtime": "process", "unseal_keys_file": "unseal-keys.json"},
     }
 
@@ -99,6 +104,12 @@ def run_demo(
     if not keyfile.exists():
         generate_keyfile(keyfile)
         say(f"made a key file (the backup's only recipient): {keyfile}")
+    writer_file = directory / "writer.key"
+    if writer_file.exists():
+        writer_public = format_public(read_writer_key(writer_file).public)
+    else:
+        writer_public = generate_writer_key(writer_file)
+        say(f"made a writer key (signs every backup): {writer_file}")
     with tempfile.TemporaryDirectory(prefix="dr-demo-bao-") as tmp:
         bao = LocalBao(Path(tmp), binary=binary)
         with bao:
@@ -109,7 +120,7 @@ def run_demo(
             say(f"wrote {written} sample secrets into app/ and team/ (kv-v2), legacy/ (kv-v1)")
             _write_private(directory / "unseal-keys.json", json.dumps(init.raw, indent=2))
             config_file = directory / "dr.yaml"
-            config_data = demo_config(directory, bao.addr)
+            config_data = demo_config(directory, bao.addr, writer_public)
             config_file.write_text(
                 "# written by `dr demo`; vault.addr pointed at the demo's throwaway server\n"
                 + yaml.safe_dump(config_data, sort_keys=False)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dr.crypto.recipients import KeyWrapper, Stanza, WrapContext, unwrap_candidates
+from dr.crypto.settings import EncryptionConfig
 from dr.errors import DRError, IntegrityError, NotFoundError, UsageError
 from dr.manifest import (
     BACKUP_ID_RE,
@@ -53,19 +54,61 @@ def check_placement(manifest: Manifest, layout: Layout, backup_id: str, key: str
             )
 
 
+@dataclass(frozen=True)
+class Trust:
+    """Which backups may be opened: signed by one of `writer` (the pinned public keys),
+    or, with `allow_unsigned`, also unsigned ones (with a warning). Built by
+    `trust_of()`, which refuses a config that pins nothing and allows nothing."""
+
+    writer: tuple[bytes, ...] | None = None
+    allow_unsigned: bool = False
+
+
+def trust_of(encryption: EncryptionConfig, *, allow_unsigned: bool = False) -> Trust:
+    pinned = encryption.writer_trusted
+    allowed = allow_unsigned or encryption.allow_unsigned
+    if pinned is None and not allowed:
+        raise UsageError(
+            "encryption.writer.public_key is not set, so a backup your backup job made "
+            "cannot be told from one planted in the bucket: pin the writer public key (the "
+            "`vdrw1...` in the break-glass kit; docs/keys.md), or pass --allow-unsigned"
+        )
+    return Trust(pinned, allowed)
+
+
+def warn_if_unsigned(manifest: Manifest) -> None:
+    """One loud line when an opened backup carries no writer signature."""
+    if manifest.writer is None:
+        log.warning(
+            "WARNING: backup %s is not signed by a writer key; it was accepted because "
+            "unsigned backups are allowed (--allow-unsigned / encryption.allow_unsigned)",
+            manifest.backup_id,
+        )
+
+
 def _authentic(
-    store: BackupStore, layout: Layout, backup_id: str, writer: Sequence[bytes] | None
+    store: BackupStore,
+    layout: Layout,
+    backup_id: str,
+    writer: Sequence[bytes] | None,
+    allow_unsigned: bool = False,
 ) -> Manifest:
+    """Load a manifest, check where it was found, and (with `writer`) its signature;
+    `allow_unsigned` lets an unsigned one through (a signed one is always checked)."""
     key = layout.key(backup_id, MANIFEST_NAME)
     manifest = Manifest.loads(store.get_bytes(key), key)
     check_placement(manifest, layout, backup_id, key)
-    if writer is not None:
+    if writer is not None and not (manifest.writer is None and allow_unsigned):
         manifest.check_writer(writer)
     return manifest
 
 
 def list_backups(
-    store: BackupStore, layout: Layout, *, writer: Sequence[bytes] | None = None
+    store: BackupStore,
+    layout: Layout,
+    *,
+    writer: Sequence[bytes] | None = None,
+    allow_unsigned: bool = False,
 ) -> Listing:
     """Every backup of the cluster, newest first. With `writer` (the pinned public key)
     only manifests it signed are listed; the others are `unreadable`, with the reason."""
@@ -79,7 +122,7 @@ def list_backups(
         seen.add(backup_id)
         if info.key == layout.key(backup_id, MANIFEST_NAME):
             try:
-                manifests[backup_id] = _authentic(store, layout, backup_id, writer)
+                manifests[backup_id] = _authentic(store, layout, backup_id, writer, allow_unsigned)
             except DRError as exc:
                 unreadable[backup_id] = str(exc)
     ordered = [manifests[k] for k in sorted(manifests, reverse=True)]
@@ -99,6 +142,7 @@ def resolve_backup(
     *,
     writer: Sequence[bytes] | None = None,
     skip_unauthentic: bool = False,
+    allow_unsigned: bool = False,
 ) -> Manifest:
     """`which` is a backup id, `latest`, or `random` (drills pick one at random).
 
@@ -106,7 +150,12 @@ def resolve_backup(
     one is damaged or unauthentic, it refuses (exit 6), or with `skip_unauthentic` uses
     the older one with a loud warning (`skipped_newer` on the result says which)."""
     if which in ("latest", "random"):
-        listing = list_backups(store, layout, writer=writer)
+        listing = list_backups(store, layout, writer=writer, allow_unsigned=allow_unsigned)
+        if not listing.backups and listing.unreadable:
+            raise IntegrityError(
+                f"no backup of cluster '{layout.cluster}' in {store.describe()} can be "
+                f"authenticated; the newest: {listing.unreadable[-1][:240]}"
+            )
         if not listing.backups:
             hint = (
                 f" ({len(listing.unreadable)} unreadable: see `dr list`)"
@@ -142,7 +191,7 @@ def resolve_backup(
             f"'{which}' is not a backup id (like 20261126T060000Z-3f9a1c), 'latest' or 'random'"
         )
     try:
-        return _authentic(store, layout, which, writer)
+        return _authentic(store, layout, which, writer, allow_unsigned)
     except NotFoundError:
         raise NotFoundError(
             f"backup {which} of cluster '{layout.cluster}' not found in {store.describe()} "

@@ -44,7 +44,7 @@ from dr.crypto.recipients import (
 )
 from dr.errors import LockedError, UsageError
 from dr.manifest import MANIFEST_NAME, Layout, Manifest
-from dr.ops.find import list_backups, resolve_backup, unlock
+from dr.ops.find import list_backups, resolve_backup, trust_of, unlock
 from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
 
@@ -204,6 +204,7 @@ def run_rewrap(
     identity: Path | None = None,
     dry_run: bool = False,
     store: BackupStore | None = None,
+    allow_unsigned: bool = False,
 ) -> RewrapResult:
     if not add and not remove:
         raise UsageError(
@@ -212,6 +213,7 @@ def run_rewrap(
         )
     if (which is None) == (not all_backups):
         raise UsageError("give either --backup ID|latest or --all")
+    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
     adders = _adders(config, add)
     openers = _Openers(config, identity)
     store = store or open_store(config.storage)
@@ -219,13 +221,19 @@ def run_rewrap(
     layout = Layout(config.storage.prefix, config.cluster)
     skipped: list[str] = []
     if all_backups:
-        listing = list_backups(store, layout, writer=config.encryption.writer_trusted)
+        listing = list_backups(
+            store, layout, writer=trust.writer, allow_unsigned=trust.allow_unsigned
+        )
         manifests, skipped = listing.backups, listing.unreadable
         for bad in skipped:
             log.warning("skipping unreadable manifest %s", bad)
     else:
         assert which is not None
-        manifests = [resolve_backup(store, layout, which, writer=config.encryption.writer_trusted)]
+        manifests = [
+            resolve_backup(
+                store, layout, which, writer=trust.writer, allow_unsigned=trust.allow_unsigned
+            )
+        ]
     changes = [plan_one(m, adders, set(remove), openers) for m in manifests]
     if not dry_run:
         for change in changes:

@@ -59,20 +59,37 @@ def write_config(
     cluster: str = "prod",
     extra: dict[str, Any] | None = None,
     name: str = "dr.yaml",
+    writer: bool = True,
 ) -> Path:
+    """A dr.yaml as an operator writes one. `writer`: sign backups with a writer key made
+    in tmp_path (`writer.key`) and pin it, as every production config does."""
     vault: dict[str, Any] = {"addrs": addr} if isinstance(addr, list) else {"addr": addr}
     vault["connect_retries"] = 1
     vault["timeout"] = "30s"
+    encryption: dict[str, Any] = {"recipients": recipients}
+    if writer:
+        encryption["writer"] = writer_block(tmp_path)
     data: dict[str, Any] = {
         "cluster": cluster,
         "vault": vault,
         "storage": storage,
-        "encryption": {"recipients": recipients},
+        "encryption": encryption,
         **(extra or {}),
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def writer_block(tmp_path: Path) -> dict[str, str]:
+    """`encryption.writer` for a writer key in tmp_path (made on first use)."""
+    from dr.crypto.writer import format_public, generate_writer_key, read_writer_key
+
+    path = tmp_path / "writer.key"
+    public = (
+        format_public(read_writer_key(path).public) if path.exists() else generate_writer_key(path)
+    )
+    return {"public_key": public, "key_file": str(path)}
 
 
 def run_dr(

@@ -26,6 +26,7 @@ from dr.crypto.envelope import encrypt_bytes
 from dr.crypto.recipients import build_recipients
 from dr.errors import ExitCode
 from dr.manifest import CATALOG_NAME, MANIFEST_NAME, Layout
+from dr.ops.backup import load_writer
 from dr.ops.find import unlock
 from dr.ops.verify import load_catalog
 from dr.storage.factory import open_store
@@ -163,6 +164,7 @@ def test_drill_names_a_cataloged_secret_the_vault_does_not_serve(
     manifest.catalog.version_id = ref.version_id
     manifest.catalog_counts = catalog.counts()
     manifest.seal(data_key)
+    manifest.sign(load_writer(config))  # as the backup job would, with its writer key
     store.put_bytes(layout.key(manifest.backup_id, MANIFEST_NAME), manifest.dumps())
 
     tmpdir = tmp_path / "tmp"
@@ -285,6 +287,7 @@ def test_version_mismatch_is_refused_or_warned_and_old_backups_fail(
     data_key, _ = unlock(manifest, build_recipients(config.encryption))
     manifest.vault["version"] = "2.6.0"
     manifest.seal(data_key)
+    manifest.sign(load_writer(config))
     store.put_bytes(layout.key(manifest.backup_id, MANIFEST_NAME), manifest.dumps())
 
     proc = run_dr("drill", "--runtime", "process", config=config_path, timeout=600)

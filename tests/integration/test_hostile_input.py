@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from dr.crypto.envelope import TAG_SIZE, EncryptingReader
 from dr.crypto.keyfile import KeyfileRecipient, generate_keyfile
 from dr.crypto.recipients import KeyWrapper, WrapContext, new_data_key
+from dr.crypto.writer import format_public, generate_writer_key, read_writer_key
 from dr.errors import ExitCode, IntegrityError, KeyAccessError, NotFoundError
 from dr.manifest import (
     CATALOG_NAME,
@@ -176,6 +177,10 @@ def make_backup(root: Path) -> Backup:
         recipients=stanzas,
     )
     manifest.seal(data_key)
+    # Signed like every real backup; the in-process checks below pin no writer key (the
+    # signature's own checks are tests/integration/test_trust.py), the CLI checks do.
+    generate_writer_key(root.parent / "writer.key")
+    manifest.sign(read_writer_key(root.parent / "writer.key"))
     store.put_bytes(layout.key(backup_id, MANIFEST_NAME), manifest.dumps())
     backup = Backup(
         root=root,
@@ -558,6 +563,10 @@ HOSTILE_MANIFESTS: dict[str, Callable[[dict[str, Any]], Any]] = {
 }
 
 
+def writer_public(backup: Backup) -> str:
+    return format_public(read_writer_key(backup.root.parent / "writer.key").public)
+
+
 @pytest.mark.parametrize("shape", [*HOSTILE_MANIFESTS, "NaN", "invalid UTF-8", "deep"])
 def test_cli_verify_exits_6_with_one_line(backup: Backup, tmp_path: Path, shape: str) -> None:
     store = tmp_path / "store"
@@ -582,7 +591,8 @@ def test_cli_verify_exits_6_with_one_line(backup: Backup, tmp_path: Path, shape:
                 "cluster": CLUSTER,
                 "storage": {"type": "file", "path": str(store), "prefix": PREFIX},
                 "encryption": {
-                    "recipients": [{"type": "keyfile", "name": "local", "path": str(key)}]
+                    "recipients": [{"type": "keyfile", "name": "local", "path": str(key)}],
+                    "writer": {"public_key": writer_public(backup)},
                 },
             }
         )

@@ -179,7 +179,12 @@ def test_kms_down_verify_and_restore_work_with_identity_only(
 
     # The break-glass config: no vault section, no recipients; the identity does it all.
     bare = tmp_path / "break-glass.yaml"
-    bare.write_text(json.dumps({"cluster": "prod", "storage": storage}))
+    pinned = {
+        "writer": {
+            "public_key": yaml.safe_load(config.read_text())["encryption"]["writer"]["public_key"]
+        }
+    }
+    bare.write_text(json.dumps({"cluster": "prod", "storage": storage, "encryption": pinned}))
     proc = run_dr("verify", "--identity", str(identity), config=bare)
     assert proc.returncode == 0, proc.stderr
 

@@ -65,6 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, bao: Any) -> dict[str, Any]:
             {"type": "x25519", "name": "break-glass", "recipient": identity.recipient},
         ],
         name="victim.yaml",
+        writer=False,
     )
     pin_writer(victim, writer_public, tmp / "writer.key")
     genuine = dr_json("backup", config=victim, token=bao.root_token)["backup_id"]
@@ -100,7 +101,11 @@ def forge(world: dict[str, Any], store: Path, attacker_vault: Any, tmp_path: Pat
             {"type": "x25519", "name": "break-glass", "recipient": world["identity"].recipient}
         ],
         name="attacker.yaml",
+        writer=False,
     )
+    data = yaml.safe_load(attacker.read_text())
+    data["encryption"]["allow_unsigned"] = True  # the attacker has no writer key
+    attacker.write_text(yaml.safe_dump(data))
     return str(dr_json("backup", config=attacker, token=attacker_vault.root_token)["backup_id"])
 
 
@@ -302,3 +307,40 @@ def test_writer_key_rotation(world: dict[str, Any], bao: Any, tmp_path: Path) ->
     line = one_line_error(proc)
     assert proc.returncode == ExitCode.INTEGRITY and "not the pinned" in line
     assert run_dr("verify", "--backup", fresh, config=config).returncode == 0
+
+
+def test_signing_is_the_default(world: dict[str, Any], bao: Any, tmp_path: Path) -> None:
+    """No writer key configured: the backup refuses (and says how to make one); opening
+    refuses too, unless --allow-unsigned, which names the unsigned backup."""
+    store = tmp_path / "store"
+    plain = write_config(
+        tmp_path,
+        addr=bao.addr,
+        storage={"type": "file", "path": str(store)},
+        recipients=[keyfile_recipient(tmp_path)],
+        writer=False,
+    )
+    proc = run_dr("backup", config=plain, token=bao.root_token)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and "dr keygen --writer" in line
+    assert not store.exists() or not list(store.rglob("*.enc"))
+    # An unsigned backup made on purpose (a lab) opens only when allowed.
+    data = yaml.safe_load(plain.read_text())
+    data["encryption"]["allow_unsigned"] = True
+    lab = tmp_path / "lab.yaml"
+    lab.write_text(yaml.safe_dump(data))
+    unsigned = dr_json("backup", config=lab, token=bao.root_token)["backup_id"]
+    proc = run_dr("verify", "--backup", unsigned, config=plain)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and "--allow-unsigned" in line
+    proc = run_dr("verify", "--backup", unsigned, "--allow-unsigned", config=plain)
+    assert proc.returncode == 0, proc.stderr
+    assert f"backup {unsigned} is not signed" in proc.stderr
+    # With a key pinned, the unsigned backup is refused; --allow-unsigned lets it through
+    # (a migration), while a signed one is still checked.
+    pin_writer(plain, world["writer_public"], None)
+    proc = run_dr("verify", "--backup", unsigned, config=plain)
+    assert proc.returncode == ExitCode.INTEGRITY
+    assert "no writer signature" in one_line_error(proc)
+    proc = run_dr("verify", "--backup", unsigned, "--allow-unsigned", config=plain)
+    assert proc.returncode == 0, proc.stderr
