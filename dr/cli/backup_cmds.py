@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from dr.cli.state import State, pass_state
+from dr.cli.state import State, open_backup, pass_state
 from dr.crypto.recipients import select_wrappers
 from dr.manifest import Layout, Manifest
 from dr.ops.backup import run_backup
-from dr.ops.find import list_backups, resolve_backup, trust_of, warn_if_unsigned
+from dr.ops.find import list_backups
 from dr.ops.verify import verify_backup
 from dr.progress import Progress, human_bytes
 from dr.storage.factory import open_store
@@ -166,19 +166,9 @@ def verify(
 
     Needs read access to the store and one working recipient (or --identity); no Vault.
     """
-    config = state.config()
-    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
-    store = open_store(config.storage)
-    store.preflight(write=False)
-    manifest = resolve_backup(
-        store,
-        Layout(config.storage.prefix, config.cluster),
-        which,
-        writer=trust.writer,
-        skip_unauthentic=skip_unauthentic,
-        allow_unsigned=trust.allow_unsigned,
+    config, store, manifest = open_backup(
+        state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
     )
-    warn_if_unsigned(manifest)
     wrappers = select_wrappers(config.encryption, identity)
     result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
     if as_json:

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import click
 
-from dr.cli.state import State, pass_state
+from dr.cli.state import State, open_backup, pass_state
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper, select_wrappers
 from dr.errors import UsageError
-from dr.manifest import Layout, Manifest
-from dr.ops.find import resolve_backup, trust_of, warn_if_unsigned
 from dr.progress import Progress, human_bytes
-from dr.storage.base import BackupStore
-from dr.storage.factory import open_store
 from dr.vault.auth import AuthSettings, Credential
 
 allow_unsigned_option = click.option(
@@ -44,27 +40,6 @@ identity_option = click.option(
 def wrappers_for(config: Config, identity: Path | None) -> list[KeyWrapper]:
     """The recipients to try: the --identity first when given, then the configured ones."""
     return select_wrappers(config.encryption, identity)
-
-
-def open_backup(
-    state: State, which: str, *, skip_unauthentic: bool = False, allow_unsigned: bool = False
-) -> tuple[Config, BackupStore, Manifest]:
-    """The backup to open: placed where it belongs and signed by a pinned writer key
-    (unsigned only when allowed, with a warning); `latest` never falls back silently."""
-    config = state.config()
-    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
-    store = open_store(config.storage)
-    store.preflight(write=False)
-    manifest = resolve_backup(
-        store,
-        Layout(config.storage.prefix, config.cluster),
-        which,
-        writer=trust.writer,
-        skip_unauthentic=skip_unauthentic,
-        allow_unsigned=trust.allow_unsigned,
-    )
-    warn_if_unsigned(manifest)
-    return config, store, manifest
 
 
 def _progress(state: State, label: str) -> Progress:

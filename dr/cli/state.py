@@ -1,4 +1,5 @@
-"""What every command gets from the `dr` group: the config (loaded on first use) and -q."""
+"""What every command gets from the `dr` group: the config (loaded on first use), -q,
+and `open_backup`, the one way a command finds the backup it opens."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from dataclasses import dataclass
 import click
 
 from dr.config import Config, load_config
+from dr.manifest import Layout, Manifest
+from dr.ops.find import resolve_backup, trust_of, warn_if_unsigned
+from dr.storage.base import BackupStore
+from dr.storage.factory import open_store
 
 
 @dataclass
@@ -22,3 +27,24 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+def open_backup(
+    state: State, which: str, *, skip_unauthentic: bool = False, allow_unsigned: bool = False
+) -> tuple[Config, BackupStore, Manifest]:
+    """The backup to open: placed where it belongs and signed by a pinned writer key
+    (unsigned only when allowed, with a warning); `latest` never falls back silently."""
+    config = state.config()
+    trust = trust_of(config.encryption, allow_unsigned=allow_unsigned)
+    store = open_store(config.storage)
+    store.preflight(write=False)
+    manifest = resolve_backup(
+        store,
+        Layout(config.storage.prefix, config.cluster),
+        which,
+        writer=trust.writer,
+        skip_unauthentic=skip_unauthentic,
+        allow_unsigned=trust.allow_unsigned,
+    )
+    warn_if_unsigned(manifest)
+    return config, store, manifest

@@ -183,7 +183,6 @@ class Login:
         self._thread: threading.Thread | None = None
         self._ttl0 = 0.0  # the TTL a login gives: what each renewal asks for
         self.renewals = 0
-        self.relogins = 0
 
     # --- public -----------------------------------------------------------------------
     def token(self) -> str | None:
@@ -310,7 +309,6 @@ class Login:
                     log.debug("vault token of %s renewed (ttl %ss)", what, _secs(ttl))
                     return _Lease(lease.token, lease.accessor, ttl, True, time.monotonic())
         fresh = self._login()
-        self.relogins += 1
         log.debug("vault token of %s renewed by a new login (ttl %ss)", what, _secs(fresh.ttl))
         self._revoke_quietly(lease.token)
         return fresh

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 class UnsealKeys:
     keys: tuple[str, ...]  # base64 or hex, as Vault accepts either
     source: str
-    threshold: int | None = None  # as recorded by `operator init -format=json`, if known
 
     def __repr__(self) -> str:  # never print keys
         return f"UnsealKeys(<{len(self.keys)} hidden>, source={self.source!r})"
@@ -73,10 +72,7 @@ def load_unseal_keys(path: Path) -> UnsealKeys:
             f"unseal keys file {path} holds no keys; expected unseal_keys_b64 (from "
             '`operator init -format=json`) or {"keys": [...]}'
         )
-    threshold = data.get("unseal_threshold") if isinstance(data, dict) else None
-    return UnsealKeys(
-        tuple(keys), str(path), threshold if isinstance(threshold, int) and threshold else None
-    )
+    return UnsealKeys(tuple(keys), str(path))
 
 
 def decode_key(key: str) -> bytes | None:
@@ -252,7 +248,7 @@ class Node:
 
     def init_and_unseal(self, shares: int = 1, threshold: int = 1) -> InitResult:
         result = self.init(shares, threshold)
-        self.unseal(UnsealKeys(tuple(result.keys_b64), "the node's own init", threshold))
+        self.unseal(UnsealKeys(tuple(result.keys_b64), "the node's own init"))
         self.wait_active()
         return result
 
@@ -282,7 +278,7 @@ class Node:
             candidate = SourceKey(secret, keys.source)
             refused = self._submit(candidate.shares(need), timeout)
             if refused is None:
-                self._name_strays(keys, candidate, used)
+                self._name_strays(keys, used)
                 log.info(
                     "Vault at %s unsealed (threshold %d) with the key of %d key(s) from %s",
                     self.label,
@@ -329,7 +325,7 @@ class Node:
         return reply
 
     @staticmethod
-    def _name_strays(keys: UnsealKeys, key: SourceKey, used: tuple[int, ...]) -> None:
+    def _name_strays(keys: UnsealKeys, used: tuple[int, ...]) -> None:
         """Warn about keys of the file that are not shares of the key that worked."""
         strays = [i for i in range(1, len(keys.keys) + 1) if i not in used]
         if not strays or len(used) < 2:
@@ -375,9 +371,6 @@ class Node:
 
     def wait_active(self, timeout: float = 120) -> None:
         self.wait("active", lambda: self.health_code() == 200, timeout)
-
-    def wait_standby(self, timeout: float = 60) -> None:
-        self.wait("a standby", lambda: self.health_code() == 429, timeout)
 
 
 def unseal_after_restore(
