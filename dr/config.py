@@ -23,6 +23,8 @@ from dr.crypto.x25519 import parse_recipient
 from dr.errors import ConfigError
 from dr.storage.settings import FileStorageConfig, S3StorageConfig, StorageConfig
 from dr.vault.auth import DEFAULT_SA_TOKEN, METHODS, AuthSettings, Credential
+from dr.vault.connection import TLSSettings
+from dr.vault.sealconf import AUTO_SEALS, SealSettings
 from dr.vault.settings import NO_VAULT, VaultSettings
 
 # The leaf packages own their settings types; these names stay importable from here.
@@ -62,6 +64,10 @@ class DrillConfig:
     max_backup_age: float | None = DEFAULT_MAX_BACKUP_AGE
     binary_sha256: str | None = None  # pin the process runtime's server binary
     image_digest: str | None = None  # pin the container runtime's image (id or digest)
+    # The source's seal stanza for auto-unseal clusters (dr/vault/sealconf.py).
+    seal: SealSettings | None = None
+    recovery_keys_file: Path | None = None  # auto-unseal: the source's recovery keys
+    nodes: int = 1  # 1, or 3: the throwaway is a 3-node raft cluster
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,47 @@ def _writer(s: Section, base: Path) -> tuple[bytes, Path | None, tuple[bytes, ..
     return public, key_file, previous
 
 
+def _seal(s: Section, base: Path) -> SealSettings:
+    kind = s.req_str("type", choices=AUTO_SEALS)
+    tls = TLSSettings(
+        ca_cert=_path(s, "tls_ca_cert", base), skip_verify=s.flag("tls_skip_verify", False)
+    )
+    if kind == "transit":
+        address = s.req_str("address", pattern=r"https?://\S+", hint="http(s)://host:port")
+        mount = s.text("mount_path", "transit/", pattern=r"[A-Za-z0-9._/-]+") or "transit/"
+        settings = SealSettings(
+            type=kind,
+            where=s.where,
+            address=address.rstrip("/"),
+            mount_path=mount.strip("/") + "/",
+            key_name=s.req_str("key_name", pattern=r"[A-Za-z0-9._-]+"),
+            namespace=s.text("namespace"),
+            token=_credential(s, base, "token", env_default=TRANSIT_TOKEN_ENV, private=True),
+            tls=tls,
+            tls_server_name=s.text("tls_server_name"),
+        )
+    else:
+        settings = SealSettings(
+            type=kind,
+            where=s.where,
+            kms_key_id=s.req_str("kms_key_id"),
+            region=s.text("region", os.environ.get("AWS_REGION", "")) or "",
+            endpoint=s.text("endpoint", pattern=r"https?://\S+", hint="http(s)://host:port"),
+            tls=tls,
+        )
+        if not settings.region:
+            raise s.error("region", "is required (or AWS_REGION)")
+    s.done()
+    return settings
+
+
+def _nodes(s: Section) -> int:
+    nodes = s.integer("nodes", 1, minimum=1, maximum=3)
+    if nodes == 2:  # a 2-node raft cluster has no fault tolerance: nobody runs one
+        raise s.error("nodes", "must be 1 (one throwaway node) or 3 (a 3-node raft cluster)")
+    return nodes
+
+
 def _drill(s: Section, base: Path) -> DrillConfig:
     return DrillConfig(
         runtime=s.text("runtime", "auto", choices=("auto", "process", "container")) or "auto",
@@ -352,6 +399,9 @@ def _drill(s: Section, base: Path) -> DrillConfig:
         image_digest=s.text(
             "image_digest", pattern=r"(sha256:)?[0-9a-fA-F]{64}", hint="sha256:<64 hex digits>"
         ),
+        seal=parse_with(s.section("seal"), lambda x: _seal(x, base)) if s.has("seal") else None,
+        recovery_keys_file=_path(s, "recovery_keys_file", base),
+        nodes=_nodes(s),
     )
 
 

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     DRILL_FAILED = 10  # a drill found missing, mismatched or unreadable items
     RTO_EXCEEDED = 11  # a drill's measured RTO is above drill.rto_objective
     BACKUP_TOO_OLD = 12  # the newest backup is older than drill.max_backup_age
+    SEAL = 13  # seal preflight: the seal key or the unseal/recovery key quorum is unusable
     INTERRUPTED = 130  # SIGINT/SIGTERM
 
 
@@ -105,3 +106,11 @@ class BackupTooOld(DRError):
 
 class Interrupted(DRError):
     exit_code = ExitCode.INTERRUPTED
+
+
+class SealError(DRError):
+    """The seal preflight failed: the auto-unseal key cannot be used (unreachable, denied,
+    disabled), or the unseal/recovery keys cannot reach the threshold. Found before any
+    byte of the snapshot is sent."""
+
+    exit_code = ExitCode.SEAL

@@ -31,6 +31,7 @@ from dr import validate
 from dr.crypto.recipients import Stanza
 from dr.crypto.writer import WriterKey, verify_signature
 from dr.errors import IntegrityError
+from dr.vault.sealconf import SealRecord
 
 MANIFEST_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -138,7 +139,8 @@ _MANIFEST_REQUIRED = frozenset(
         "mac",
     }
 )
-_MANIFEST_FIELDS = _MANIFEST_REQUIRED | {"writer"}
+_MANIFEST_FIELDS = _MANIFEST_REQUIRED | {"writer", "vault_seal"}
+_SEAL_FIELDS = frozenset({"type", "threshold", "shares", "recovery_seal", "key", "key_source"})
 _WRITER_FIELDS = frozenset({"alg", "key_id", "sig"})
 _WRITER_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 _SIGNATURE_SIZE = 64
@@ -191,6 +193,21 @@ def _writer(value: object) -> dict[str, str] | None:
     return {"alg": "ed25519", "key_id": key_id, "sig": sig}
 
 
+def _seal(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    data = validate.obj(value, "vault_seal", required=frozenset({"type"}), allowed=_SEAL_FIELDS)
+    flat = validate.scalar_map({k: v for k, v in data.items() if k != "key"}, "vault_seal")
+    validate.text(flat["type"], "vault_seal.type", max_len=32, pattern=re.compile(r"[a-z0-9_-]+"))
+    for name in ("threshold", "shares"):
+        if name in flat:
+            validate.integer(flat[name], f"vault_seal.{name}", lo=0, hi=255)
+    key = validate.scalar_map(data.get("key", {}), "vault_seal.key")
+    for name, item in key.items():
+        validate.text(item, f"vault_seal.key.{name}", max_len=512, allow_empty=True)
+    return {**flat, "key": key}
+
+
 @dataclass
 class Manifest:
     cluster: str
@@ -210,8 +227,17 @@ class Manifest:
     # The backup job's signature (issue 8: an authenticated writer): {"alg": "ed25519",
     # "key_id": 16 hex, "sig": base64 of 64 bytes}; None in backups made before it.
     writer: dict[str, str] | None = None
+    # The source cluster's seal (dr/vault/sealconf.py SealRecord); None in backups made
+    # before it was recorded (all of them from Shamir clusters). Covered by the MAC and
+    # the signature when present.
+    vault_seal: dict[str, Any] | None = None
     # Set by `latest` when newer unauthentic manifests were skipped (never stored).
     skipped_newer: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def seal_record(self) -> SealRecord:
+        """The source's seal (shamir with an unknown threshold for older backups)."""
+        return SealRecord.from_json(self.vault_seal)
 
     def _body(self) -> dict[str, Any]:
         body = asdict(self)
@@ -219,6 +245,8 @@ class Manifest:
         body.pop("mac")
         body.pop("writer")
         body.pop("skipped_newer")
+        if body["vault_seal"] is None:  # older manifests: MAC and signature have no seal
+            body.pop("vault_seal")
         return body
 
     def to_json(self) -> dict[str, Any]:
@@ -284,6 +312,7 @@ class Manifest:
             recipients=[Stanza.from_json(s, f"recipients[{i}]") for i, s in enumerate(recipients)],
             mac=validate.hex64(data["mac"], "mac"),
             writer=_writer(data.get("writer")),
+            vault_seal=_seal(data.get("vault_seal")),
         )
 
     def compute_mac(self, data_key: bytes) -> str:

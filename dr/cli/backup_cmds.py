@@ -34,6 +34,7 @@ def summary(m: Manifest) -> dict[str, Any]:
         "created_at": m.created_at,
         "completed_at": m.completed_at,
         "vault": m.vault,
+        "seal": m.seal_record.to_json(),
         "raft_index": m.snapshot_info.get("raft_index"),
         "raft_term": m.snapshot_info.get("raft_term"),
         "snapshot_bytes": m.snapshot.plaintext_size,
@@ -97,7 +98,16 @@ def list_(state: State, as_json: bool) -> None:
         )
         return
     rows = [
-        ("BACKUP ID", "CREATED", "SNAPSHOT", "RAFT INDEX", "SECRETS", "NAMESPACES", "RECIPIENTS")
+        (
+            "BACKUP ID",
+            "CREATED",
+            "SNAPSHOT",
+            "RAFT INDEX",
+            "SECRETS",
+            "NAMESPACES",
+            "SEAL",
+            "RECIPIENTS",
+        )
     ]
     for m in listing.backups:
         rows.append(
@@ -108,6 +118,7 @@ def list_(state: State, as_json: bool) -> None:
                 str(m.snapshot_info.get("raft_index", "")),
                 str(m.catalog_counts.get("secrets", "")),
                 str(m.catalog_counts.get("namespaces", 1)),
+                m.seal_record.describe(),
                 ",".join(f"{s.type}:{s.name}" for s in m.recipients),
             )
         )

@@ -48,7 +48,16 @@ def _progress(state: State, label: str) -> Progress:
 
 @click.command()
 @click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest")
-@click.option("--to", "target", required=True, metavar="ADDR", help="The Vault to restore into.")
+@click.option(
+    "--to",
+    "targets",
+    required=True,
+    multiple=True,
+    metavar="ADDR",
+    help="A node of the Vault cluster to restore into (repeatable). The cluster's other "
+    "nodes are found through sys/ha-status; the snapshot goes to the active node and "
+    "every node is unsealed.",
+)
 @click.option(
     "--token-env",
     default=None,
@@ -79,6 +88,14 @@ def _progress(state: State, label: str) -> Progress:
     help='The source cluster\'s unseal keys (operator init JSON, or {"keys": [...]}). '
     "Default: drill.unseal_keys_file.",
 )
+@click.option(
+    "--safety-snapshot",
+    metavar="auto|DIR",
+    default=None,
+    help="First back up the TARGET (encrypted and signed like any backup, cluster "
+    "'<cluster>-safety'): 'auto' into the configured store, or DIR as a file store; "
+    "the restore can then be undone (docs/restore.md).",
+)
 @click.option("--no-verify", is_flag=True, help="Skip checking every cataloged path afterwards.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -89,12 +106,13 @@ def _progress(state: State, label: str) -> Progress:
 def restore(
     state: State,
     which: str,
-    target: str,
+    targets: tuple[str, ...],
     token_env: str | None,
     token_file: Path | None,
     verify_token_env: str | None,
     verify_token_file: Path | None,
     unseal_keys_file: Path | None,
+    safety_snapshot: str | None,
     no_verify: bool,
     yes: bool,
     as_json: bool,
@@ -102,12 +120,22 @@ def restore(
     skip_unauthentic: bool,
     allow_unsigned: bool,
 ) -> None:
-    """Restore a backup into the Vault at ADDR, unseal it with the source cluster's keys,
-    and check that it serves every cataloged path.
+    """Restore a backup into the Vault cluster at ADDR, unseal every node with the source
+    cluster's keys, and check that it serves every cataloged path.
 
-    Every frame is authenticated before the first byte is sent to Vault.
+    Every frame is authenticated before the first byte is sent to Vault. Every node must
+    be initialized and unsealed beforehand; afterwards one is active and each other one
+    a standby that serves reads. Exit codes: 0 restored and verified, 10 some cataloged
+    path not served, 2 usage (e.g. no --unseal-keys-file for another cluster), 3 a node
+    not ready, unreachable or not settling, 6 the backup failed authentication.
     """
     from dr.ops.restore import RestoreRequest, run_restore
+
+    for addr in targets:
+        if not addr.strip().lower().startswith(("http://", "https://")):
+            raise UsageError(
+                f"--to {addr!r} is not a Vault address; give a URL such as https://vault-1:8200"
+            )
 
     config, store, manifest = open_backup(
         state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
@@ -145,11 +173,13 @@ def restore(
             store=store,
             manifest=manifest,
             wrappers=wrappers_for(config, identity),
-            target=target.rstrip("/"),
+            target=targets,
             target_auth=target_auth,
             verify_auth=verify_auth,
             unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
             confirm=confirm,
+            seal=config.drill.seal,
+            safety_snapshot=safety_snapshot,
             progress=_progress(state, "fetch"),
         )
     )
@@ -265,6 +295,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     help="The source cluster's unseal keys (default: drill.unseal_keys_file).",
 )
 @click.option(
+    "--recovery-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Auto-unseal sources: the source cluster's recovery keys, for generate-root "
+    "(default: drill.recovery_keys_file, else recovery_keys_b64 in the unseal keys file).",
+)
+@click.option(
     "--rto-objective",
     callback=_duration,
     metavar="DURATION",
@@ -300,6 +336,7 @@ def drill(
     report_dir: Path | None,
     junit: Path | None,
     unseal_keys_file: Path | None,
+    recovery_keys_file: Path | None,
     rto_objective: float | None,
     max_backup_age: float | None,
     allow_version_mismatch: bool,
@@ -313,7 +350,8 @@ def drill(
 
     Exit codes: 0 passed, 10 items failed, 11 RTO above objective, 12 backup too old,
     6 backup failed authentication (no Vault is started then) or the pinned drill
-    binary/image differs, 2 the runtime cannot isolate the server (see
+    binary/image differs, 13 the seal preflight failed (seal key unusable, too few
+    unseal/recovery keys), 2 the runtime cannot isolate the server (see
     --allow-unisolated).
     """
     from dr.ops.drill import DrillOptions, run_drill
@@ -326,6 +364,9 @@ def drill(
         runtime=runtime or config.drill.runtime,
         allow_version_mismatch=allow_version_mismatch,
         unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
+        recovery_keys_file=recovery_keys_file or config.drill.recovery_keys_file,
+        seal=config.drill.seal,
+        nodes=config.drill.nodes,
         rto_objective=rto_objective if rto_objective is not None else config.drill.rto_objective,
         max_backup_age=(  # --max-backup-age 0: off for this run
             (max_backup_age or None) if max_backup_age is not None else config.drill.max_backup_age

@@ -51,6 +51,7 @@ from dr.vault.catalog import CatalogWalker
 from dr.vault.clock import calibrate
 from dr.vault.cluster import ActiveVault, connect
 from dr.vault.raft import stream_snapshot
+from dr.vault.sealconf import SealRecord
 from dr.vault.snapshot import SnapshotChecker, checked_stream
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ def _backup(
 ) -> BackupResult:
     conn = active
     server = conn.server_info()
+    # The seal decides what a restore needs (unseal keys, or the same seal key): recorded.
+    seal = SealRecord.of_status(conn.client.unauthenticated("sys/seal-status"), config.drill.seal)
     check_outside(wrappers, server.cluster_id)  # no transit key inside this cluster
     layout = Layout(config.storage.prefix, config.cluster)
     created = datetime.now(UTC)
@@ -241,6 +244,7 @@ def _backup(
                 "frame_size": config.encryption.frame_size,
             },
             recipients=stanzas,
+            vault_seal=seal.to_json(),
         )
         manifest.seal(data_key)
         if writer is not None:

@@ -1,14 +1,22 @@
 """`dr drill`: prove a backup restorable in a throwaway Vault, and time the recovery.
 
 Stages (each timed; RTO = drill start to verified):
+  preflight    the seal (dr/ops/seal_preflight.py): the unseal keys reach the source's
+               threshold, or (auto-unseal) drill.seal is the backup's seal, its key
+               round-trips, and the recovery keys reach their threshold.
   fetch        unwrap the data key, download, authenticate every frame, check the
                snapshot, decrypt the catalog. A backup that fails here never reaches
                a Vault: no runtime is even started.
-  provision    start a throwaway server (process or container runtime), init, unseal.
-  restore      forced restore (the throwaway is another cluster), wait for the
-               self-seal, unseal with the SOURCE cluster's keys, wait until active.
-  authenticate generate a root token from the source unseal keys, valid only in the
-               throwaway (never a production token).
+  provision    start a throwaway server (process or container runtime; drill.nodes: 3
+               raft nodes in one isolation, joined), init, unseal. An auto-unseal
+               throwaway gets the source's seal through the one relay out of its
+               isolation (dr/runtime/sealrelay.py).
+  restore      forced restore (the throwaway is another cluster) into the leader, wait
+               for every node's self-seal, unseal each with the SOURCE cluster's keys
+               (auto-unseal: wait until the seal opened the restored keyring), wait
+               until one node is active and the others are standbys.
+  authenticate generate a root token from the source unseal (or recovery) keys, valid
+               only in the throwaway (never a production token).
   verify       check every cataloged item (dr/ops/checks.py).
   teardown     revoke the token, stop the server, remove every temp file.
 RPO at drill time = drill start - the backup's created_at.
@@ -36,6 +44,7 @@ from dr.errors import DRError, UsageError, VaultError
 from dr.manifest import Manifest
 from dr.ops.checks import CheckReport, check_catalog
 from dr.ops.fetch import FetchedBackup, fetch_backup
+from dr.ops.seal_preflight import preflight, seal_secrets
 from dr.runtime.base import (
     RUNTIMES,
     UNISOLATED_HINT,
@@ -46,13 +55,30 @@ from dr.runtime.base import (
 from dr.runtime.isolation import WORKDIR_PREFIX, claim_workdir, sweep_workdirs
 from dr.storage.base import BackupStore
 from dr.vault.connection import VaultClient
-from dr.vault.generate_root import RootToken, generate_root, revoke_self
+from dr.vault.generate_root import RootToken, generate_root, generate_root_with_keys, revoke_self
 from dr.vault.raft import restore_snapshot
-from dr.vault.seal import Node, load_unseal_keys, unseal_after_restore
+from dr.vault.raft_nodes import (
+    fast_autopilot,
+    join,
+    role,
+    unseal_all_after_restore,
+    wait_one_active,
+    wait_voters,
+)
+from dr.vault.seal import (
+    Node,
+    UnsealKeys,
+    has_recovery_keys,
+    load_recovery_keys,
+    load_unseal_keys,
+    unseal_after_restore,
+    wait_auto_unsealed,
+)
+from dr.vault.sealconf import SealSettings
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fetch", "provision", "restore", "authenticate", "verify", "teardown")
+STAGES = ("preflight", "fetch", "provision", "restore", "authenticate", "verify", "teardown")
 
 
 @dataclass
@@ -67,6 +93,9 @@ class DrillOptions:
     allow_unisolated: bool = False
     binary_sha256: str | None = None  # drill.binary_sha256: pin the process binary
     image_digest: str | None = None  # drill.image_digest: pin the container image
+    recovery_keys_file: Path | None = None  # auto-unseal sources: for generate-root
+    seal: SealSettings | None = None  # drill.seal: the source's auto-unseal seal
+    nodes: int = 1  # drill.nodes
 
 
 @dataclass
@@ -99,6 +128,10 @@ class DrillResult:
     raft_index: int | None = None
     recipient: str = ""
     skipped_newer: list[str] = field(default_factory=list)  # unauthentic, newer, skipped
+    seal: str = ""  # the backup's seal, e.g. "transit 3/5 (...)"
+    seal_checks: list[str] = field(default_factory=list)  # what the preflight proved
+    seal_exception: str = ""  # the one path out of the isolation (the seal relay)
+    nodes: list[str] = field(default_factory=list)  # "drill2: active", one per node
 
     @property
     def verified(self) -> bool:
@@ -226,14 +259,15 @@ def run_drill(
         skipped_newer=list(manifest.skipped_newer),
     )
     result.rpo_seconds = (now - _parse_iso(manifest.created_at)).total_seconds()
-    keys_file = options.unseal_keys_file
-    if keys_file is None:
-        raise UsageError(
-            "a drill needs the source cluster's unseal keys: set drill.unseal_keys_file or "
-            "pass --unseal-keys-file"
-        )
-    keys = load_unseal_keys(keys_file)
+    record = manifest.seal_record
+    result.seal = record.describe()
+    unseal_keys, recovery_keys = _drill_keys(options, record.auto)
     runtime = choose_runtime(options.runtime, options.allow_unisolated)
+    if options.nodes > 1 and runtime.name != "process":
+        raise UsageError(
+            f"drill.nodes: {options.nodes} needs the process runtime (--runtime process); "
+            f"the {runtime.name} runtime drills one node"
+        )
     result.runtime = runtime.name
     clock = StageClock(result)
     # Work dirs of drills that were SIGKILLed (their servers died with them) go first.
@@ -245,8 +279,20 @@ def run_drill(
     fetched: FetchedBackup | None = None
     vault: ThrowawayVault | None = None
     token: RootToken | None = None
-    node: Node | None = None
+    nodes: list[Node] = []
+    active: Node | None = None
     try:
+        with clock.stage("preflight"):
+            check = preflight(
+                record,
+                options.seal,
+                unseal_keys=unseal_keys,
+                recovery_keys=recovery_keys,
+                needed_for="a drill",
+                need_recovery=True,
+            )
+            result.seal_checks = check.checks
+            secrets = seal_secrets(options.seal) if record.auto and options.seal else {}
         with clock.stage("fetch"):
             fetched = fetch_backup(store, manifest, wrappers, spool_parent=workdir)
             result.recipient = f"{fetched.stanza.type}:{fetched.stanza.name}"
@@ -261,34 +307,39 @@ def run_drill(
                     allow_unisolated=options.allow_unisolated,
                     binary_sha256=options.binary_sha256,
                     image_digest=options.image_digest,
+                    seal=options.seal if record.auto else None,
+                    seal_secrets=secrets,
+                    nodes=options.nodes,
                 )
             )
             result.product, result.version = vault.product, vault.version
             result.isolation, result.isolated = vault.isolation, vault.isolated
+            result.seal_exception = vault.seal_exception
             result.binary = vault.details.get("binary", "")
             result.binary_sha256 = vault.details.get("binary_sha256", "")
             result.image_id = vault.details.get("image_id", "")
             check_versions(result, options.allow_version_mismatch)
             # retries=0: a restore is not idempotent; the waits poll anyway.
-            node = Node(VaultClient(vault.endpoint, retries=0, timeout=120))
-            # The throwaway is always 1-of-1: its own keys are thrown away with it.
-            init_token = node.init_and_unseal(1, 1).root_token
+            nodes = [
+                Node(VaultClient(endpoint, retries=0, timeout=120))
+                for endpoint in (vault.endpoints or [vault.endpoint])
+            ]
+            init_token = _provision(nodes, vault.api_addrs, auto=record.auto)
         with clock.stage("restore"):
-            before = node.seal_status()
+            leader = nodes[0]
             restore_snapshot(
-                node.client.with_token(init_token),
+                leader.client.with_token(init_token),
                 fetched.plaintext(),
                 manifest.snapshot.plaintext_size,
                 force=True,
             )
             fetched.close()
-            unseal_after_restore(node, keys, before=before, expect_reseal=True)
+            active = _bring_up(nodes, unseal_keys, record.auto, manifest)
+            result.nodes = [f"{n.label}: {role(n)}" for n in nodes]
         with clock.stage("authenticate"):
-            if node.source_key is None:  # pragma: no cover - unseal_after_restore sets it
-                raise VaultError(f"Vault at {node.label} was not unsealed by the drill")
-            token = generate_root(node, node.source_key)
+            token = _root_token(active, nodes, recovery_keys)
         with clock.stage("verify"):
-            result.checks = check_catalog(node.client.with_token(token.token), fetched.catalog)
+            result.checks = check_catalog(active.client.with_token(token.token), fetched.catalog)
         result.rto_seconds = time.monotonic() - t0
     except DRError as exc:
         result.error = exc.message
@@ -296,13 +347,77 @@ def run_drill(
         log.debug("drill failed", exc_info=True)
     finally:
         with clock.stage("teardown"):
-            _teardown(node, token, vault, fetched, workdir)
+            _teardown(
+                active or (nodes[0] if nodes else None), token, nodes, vault, fetched, workdir
+            )
     return result
+
+
+def _drill_keys(options: DrillOptions, auto: bool) -> tuple[UnsealKeys | None, UnsealKeys | None]:
+    """(unseal keys, recovery keys) for the backup's seal; the preflight says what is
+    missing. A Shamir source needs unseal keys; an auto-unseal source its recovery keys
+    (drill.recovery_keys_file, or recovery_keys_b64 in the unseal keys file)."""
+    if not auto:
+        if options.unseal_keys_file is None:
+            raise UsageError(
+                "a drill needs the source cluster's unseal keys: set drill.unseal_keys_file "
+                "or pass --unseal-keys-file"
+            )
+        return load_unseal_keys(options.unseal_keys_file), None
+    path = options.recovery_keys_file
+    if path is None and options.unseal_keys_file and has_recovery_keys(options.unseal_keys_file):
+        path = options.unseal_keys_file
+    return None, load_recovery_keys(path) if path is not None else None
+
+
+def _provision(nodes: list[Node], api_addrs: list[str], *, auto: bool) -> str:
+    """Init node 1 (1-of-1: the throwaway's own keys are thrown away with it), join the
+    others to it; the init root token."""
+    leader = nodes[0]
+    init = leader.init(1, 1, recovery=auto)
+    own = None if auto else UnsealKeys(tuple(init.keys_b64), "the throwaway's own init")
+    if own is not None:
+        leader.unseal(own)
+    leader.wait_active()
+    if len(nodes) > 1:
+        # Voters only: a non-voter may not seal after a foreign restore (raft_nodes.py).
+        fast_autopilot(leader.client.with_token(init.root_token))
+    for follower in nodes[1:]:
+        join(follower, api_addrs[0], own)
+    if len(nodes) > 1:
+        wait_voters(leader.client.with_token(init.root_token), len(nodes))
+        wait_one_active(nodes)
+    return init.root_token
+
+
+def _bring_up(nodes: list[Node], keys: UnsealKeys | None, auto: bool, manifest: Manifest) -> Node:
+    """After the forced restore: every node unsealed (source keys, or its seal), one
+    active; the active node."""
+    if auto:
+        cluster_id = str(manifest.vault.get("cluster_id", ""))
+        wait_auto_unsealed(nodes[0], cluster_id)
+    elif len(nodes) == 1:
+        before = nodes[0].seal_status()
+        unseal_after_restore(nodes[0], keys, before=before, expect_reseal=True)
+        return nodes[0]
+    else:
+        unseal_all_after_restore(nodes, keys)
+    return wait_one_active(nodes) if len(nodes) > 1 else nodes[0]
+
+
+def _root_token(active: Node, nodes: list[Node], recovery: UnsealKeys | None) -> RootToken:
+    if recovery is not None:
+        return generate_root_with_keys(active, recovery)
+    key = active.source_key or next((n.source_key for n in nodes if n.source_key), None)
+    if key is None:  # pragma: no cover - the unseal sets it
+        raise VaultError(f"Vault at {active.label} was not unsealed by the drill")
+    return generate_root(active, key)
 
 
 def _teardown(
     node: Node | None,
     token: RootToken | None,
+    nodes: list[Node],
     vault: ThrowawayVault | None,
     fetched: FetchedBackup | None,
     workdir: Path,
@@ -316,8 +431,8 @@ def _teardown(
                 "being destroyed anyway",
                 exc,
             )
-    if node is not None:
-        node.client.close()
+    for each in nodes:
+        each.client.close()
     if vault is not None:
         try:
             vault.stop()

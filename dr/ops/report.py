@@ -84,6 +84,11 @@ def to_json(result: DrillResult) -> dict[str, Any]:
             "runtime": result.runtime,
             "isolation": result.isolation,
             "isolated": result.isolated,
+            # The one path out of the isolation (auto-unseal: the relay to the seal).
+            "isolation_exception": result.seal_exception or None,
+            "seal": result.seal or None,
+            "seal_preflight": result.seal_checks,
+            "nodes": result.nodes,
             "binary": result.binary or None,
             "binary_sha256": result.binary_sha256 or None,
             "image_id": result.image_id or None,
@@ -120,6 +125,15 @@ def to_markdown(result: DrillResult) -> str:
         f"{result.snapshot_bytes} bytes, raft index {result.raft_index}, "
         f"{result.secrets_in_catalog} cataloged secrets, opened with {result.recipient or '-'}",
     ]
+    if result.seal:
+        lines.append(
+            f"- Seal: {result.seal}"
+            + (f"; preflight: {'; '.join(result.seal_checks)}" if result.seal_checks else "")
+        )
+    if result.seal_exception:
+        lines.append(f"- Isolation exception: reaches {result.seal_exception}; nothing else")
+    if result.nodes:
+        lines.append(f"- Nodes: {len(result.nodes)} ({', '.join(result.nodes)})")
     if result.skipped_newer:
         lines.insert(
             1,
@@ -176,6 +190,12 @@ def to_junit(result: DrillResult) -> str:
         properties = ET.SubElement(suite, "properties")
         ET.SubElement(properties, "property", name="isolated", value=str(result.isolated).lower())
         ET.SubElement(properties, "property", name="isolation", value=result.isolation)
+        if result.seal_exception:
+            ET.SubElement(
+                properties, "property", name="isolation_exception", value=result.seal_exception
+            )
+        if result.nodes:
+            ET.SubElement(properties, "property", name="nodes", value=", ".join(result.nodes))
         if result.binary_sha256:
             ET.SubElement(properties, "property", name="binary_sha256", value=result.binary_sha256)
         if result.image_id:

@@ -7,6 +7,10 @@ clouds; FACTS.md). The server's config always enables the unauthenticated
 generate-root endpoints, so the drill can make a root token from the source cluster's
 unseal keys that is valid only inside the throwaway.
 
+With an auto-unseal seal (`request.seal`) the server's seal stanza points at a unix
+socket whose other end, a relay in the drill's process, reaches the seal's one host
+and port (dr/runtime/sealrelay.py): the isolation's one, reported, exception.
+
 A runtime that cannot isolate refuses to start (UsageError naming --allow-unisolated)
 unless the request says `allow_unisolated`; the ThrowawayVault then says `isolated=False`
 and the report says NOT ISOLATED. A pinned binary (`binary_sha256`) or image
@@ -19,12 +23,13 @@ like the runtimes do when neither can isolate.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from dr.vault.endpoint import Endpoint
+from dr.vault.sealconf import SealSettings
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,11 @@ class RuntimeRequest:
     allow_unisolated: bool = False  # --allow-unisolated: run even without isolation
     binary_sha256: str | None = None  # process runtime: drill.binary_sha256 (hex)
     image_digest: str | None = None  # container runtime: drill.image_digest (sha256:...)
+    # Auto-unseal: the source's seal (drill.seal) and what its stanza needs (the transit
+    # token / AWS credentials), written only into the server's 0600 config file.
+    seal: SealSettings | None = None
+    seal_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    nodes: int = 1  # drill.nodes: 1, or 3 raft nodes in the same isolation
 
 
 UNISOLATED_HINT = (
@@ -61,6 +71,13 @@ class ThrowawayVault:
     logs: Callable[[], str] = field(default=lambda: "")
     details: dict[str, str] = field(default_factory=dict)  # pid, container id, image...
     isolated: bool = True  # False only when the request allowed running unisolated
+    # The one exception to the isolation, in words ("" without a seal): the relay to
+    # the seal's host and port (dr/runtime/sealrelay.py).
+    seal_exception: str = ""
+    # Every node of a multi-node throwaway (drill.nodes: 3), `endpoint` first.
+    endpoints: list[Endpoint] = field(default_factory=list)
+    # Each node's API address as the OTHER nodes reach it (for raft join).
+    api_addrs: list[str] = field(default_factory=list)
 
 
 class DrillRuntime(Protocol):

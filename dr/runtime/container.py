@@ -20,6 +20,10 @@ runtime checks that Config.Env adds nothing to the image's after start. Image pi
 with drill.image_digest the image actually started (its id, or one of its RepoDigests)
 must match, else IntegrityError (exit 6); the image id is in the details either way.
 
+Auto-unseal (`request.seal`): the config's seal stanza points at a second socket in the
+same bind-mounted dir, `/vault/sock/seal.sock`, whose relay in the drill's process
+reaches the seal's one host and port (dr/runtime/sealrelay.py); the network stays none.
+
 Cleanup: stop() removes the container (force, with its volumes) and the socket dir;
 `Teardown` runs at exit too. testcontainers' Ryuk reaper is off by default here (its
 image cannot be pulled without a registry); instead each container carries its owner
@@ -43,6 +47,7 @@ from dr.runtime.base import RuntimeRequest, ThrowawayVault, register
 from dr.runtime.image import BINARY_PATHS, default_image
 from dr.runtime.isolation import OWNER_LABEL, Teardown, net_interfaces, owner_alive, owner_token
 from dr.runtime.isolation import socket_dir as make_socket_dir
+from dr.runtime.sealrelay import relay_for_server
 from dr.vault.connection import VaultClient, VaultUnreachable
 from dr.vault.endpoint import Endpoint
 
@@ -55,6 +60,7 @@ PING_TIMEOUT = 3
 # so TESTCONTAINERS_CONNECTION_MODE and TC_HOST do not matter here.
 TESTCONTAINERS_DEFAULTS = {"TESTCONTAINERS_RYUK_DISABLED": "true"}
 _IN_CONTAINER_SOCKET = "/vault/sock/bao.sock"
+_IN_CONTAINER_SEAL_SOCKET = "/vault/sock/seal.sock"
 _IN_CONTAINER_TMP = "/tmp"  # noqa: S108 - a private tmpfs inside the container
 
 
@@ -160,11 +166,26 @@ class ContainerRuntime:
         except errors.DockerException as exc:
             where = os.environ.get("DOCKER_HOST", "the default socket")
             raise UsageError(f"no Docker engine answers at {where}: {exc}") from exc
+        if request.nodes > 1:
+            raise UsageError(
+                f"drill.nodes: {request.nodes} needs the process runtime (--runtime process); "
+                "the container runtime drills one node"
+            )
         config_dir = request.workdir / "container-config"
         config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (config_dir / "bao.hcl").write_text(container_config(product, os.getuid(), os.getgid()))
         sock_dir, _ = make_socket_dir(request.workdir / "sock")
         endpoint = Endpoint(unix_socket=sock_dir / "bao.sock")
+        # The seal relay's socket sits beside the server's, in the one bind-mounted dir.
+        try:
+            stanza, relay = relay_for_server(
+                request.seal, dict(request.seal_secrets), sock_dir, _IN_CONTAINER_SEAL_SOCKET
+            )
+        except BaseException:
+            shutil.rmtree(sock_dir, ignore_errors=True)
+            raise
+        config_file = config_dir / "bao.hcl"
+        config_file.write_text(container_config(product, os.getuid(), os.getgid()) + stanza)
+        config_file.chmod(0o600)  # holds the seal token, if any
         (
             container.with_name(f"dr-drill-{uuid.uuid4().hex[:12]}")
             .with_command(["server", "-config=/vault/config/bao.hcl"])
@@ -186,6 +207,7 @@ class ContainerRuntime:
         teardown = Teardown(
             functools.partial(_keep_logs, container, last_logs),
             functools.partial(_remove, container),
+            relay.stop if relay is not None else (lambda: None),
             functools.partial(shutil.rmtree, sock_dir, ignore_errors=True),
             functools.partial(shutil.rmtree, config_dir, ignore_errors=True),
         )
@@ -210,6 +232,8 @@ class ContainerRuntime:
             runtime=self.name,
             stop=teardown,
             logs=functools.partial(_logs, container, last_logs),
+            seal_exception=relay.describe() if relay is not None else "",
+            endpoints=[endpoint],
             details={
                 "container_id": str(wrapped.id),
                 "container_name": str(wrapped.name),

@@ -62,6 +62,16 @@ def argv_prefix(mode: str) -> tuple[str, ...]:
     return USERNS_ARGV_PREFIX if mode == MODE_USERNS else NETNS_ARGV_PREFIX
 
 
+def join_prefix(mode: str, pid: int) -> tuple[str, ...]:
+    """The wrapper that runs another server in the namespace(s) process `pid` made (a
+    multi-node drill: every node on the same private loopback). Unprivileged, the user
+    namespace is entered first (we own it, so we may), which allows the network one."""
+    namespaces = (
+        ("--user", "--net", "--preserve-credentials") if mode == MODE_USERNS else ("--net",)
+    )
+    return ("nsenter", f"--target={pid}", *namespaces, *_LO_UP)
+
+
 @functools.cache
 def netns_support() -> tuple[str | None, str]:
     """(mode, "") when a private network namespace can be made here (MODE_NETNS as
@@ -206,6 +216,14 @@ class Teardown:
         self._done = False
         with Teardown._lock:
             Teardown._pending.add(self)
+
+    def add(self, step: Callable[[], None]) -> None:
+        """Run `step` after the steps added so far."""
+        self._steps.append(step)
+
+    def add_first(self, step: Callable[[], None]) -> None:
+        """Run `step` before the steps added so far (undo in reverse order)."""
+        self._steps.insert(0, step)
 
     def __call__(self) -> None:
         with Teardown._lock:

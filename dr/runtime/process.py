@@ -44,6 +44,7 @@ from dr.runtime.isolation import (
     OWNER_ENV,
     Teardown,
     argv_prefix,
+    join_prefix,
     net_interfaces,
     netns_support,
     owner_alive,
@@ -52,6 +53,7 @@ from dr.runtime.isolation import (
     server_env,
     socket_dir,
 )
+from dr.runtime.sealrelay import SealRelay, relay_for_server
 from dr.vault.endpoint import Endpoint
 from dr.vault.localserver import LocalBao, find_bao_binary
 
@@ -170,59 +172,89 @@ class ProcessRuntime:
             )
         sha256 = check_binary(binary, request.binary_sha256)
         product, version = detect_version(binary)
-        sock_dir: Path | None = None
-        unix: Endpoint | None = None
-        if isolated:
-            sock_dir, _ = socket_dir(request.workdir / "sock")
-            unix = Endpoint(unix_socket=sock_dir / "bao.sock")
-        server = LocalBao(
-            request.workdir / "server",
-            binary=binary,
-            node_id="drill",
-            unauthed_generate_root=True,
-            log_level="info",
-            unix_socket=unix.unix_socket if unix else None,
-            argv_prefix=argv_prefix(mode) if mode is not None else (),
-            endpoint=unix,
-            env={OWNER_ENV: owner_token()},
-            disable_mlock=product == "vault",
-        )
-        endpoint = unix or Endpoint(addr=server.addr)
-        steps = [functools.partial(server.stop, STOP_TIMEOUT)]
-        if sock_dir is not None:
-            steps.append(functools.partial(shutil.rmtree, sock_dir, ignore_errors=True))
-        teardown = Teardown(*steps)
+        # The socket dir holds every node's socket and the seal relay's; it crosses the
+        # namespace boundary because it is a file.
+        sock_dir, _ = socket_dir(request.workdir / "sock")
+        teardown = Teardown()
+        teardown.add(functools.partial(shutil.rmtree, sock_dir, ignore_errors=True))
+        servers: list[LocalBao] = []
+        relay: SealRelay | None = None
         try:
-            server.start(timeout=START_TIMEOUT)
-            self._check_started(server, isolated)
+            stanza, relay = relay_for_server(
+                request.seal,
+                dict(request.seal_secrets),
+                sock_dir,
+                str(sock_dir / "seal.sock"),
+            )
+            if relay is not None:
+                teardown.add_first(relay.stop)  # after the servers, before the dir
+            for index in range(max(1, request.nodes)):
+                # Node 1 makes the namespace(s); the others enter node 1's, so raft
+                # traffic stays on a loopback that only they share.
+                if mode is None:
+                    prefix: tuple[str, ...] = ()
+                elif index == 0:
+                    prefix = argv_prefix(mode)
+                else:
+                    assert servers[0].pid is not None and mode is not None
+                    prefix = join_prefix(mode, servers[0].pid)
+                unix = (
+                    Endpoint(unix_socket=sock_dir / f"bao{index or ''}.sock") if isolated else None
+                )
+                server = LocalBao(
+                    request.workdir / ("server" if index == 0 else f"server{index + 1}"),
+                    binary=binary,
+                    node_id="drill" if index == 0 else f"drill{index + 1}",
+                    unauthed_generate_root=True,
+                    log_level="info",
+                    unix_socket=unix.unix_socket if unix else None,
+                    argv_prefix=prefix,
+                    endpoint=unix,
+                    env={OWNER_ENV: owner_token()},
+                    disable_mlock=product == "vault",
+                    extra_listener_config=stanza,
+                )
+                servers.append(server)
+                # Later nodes stop first: node 1 holds the namespace they entered.
+                teardown.add_first(functools.partial(server.stop, STOP_TIMEOUT))
+                server.start(timeout=START_TIMEOUT)
+                self._check_started(server, isolated)
         except BaseException:
             teardown()
             raise
-        assert server.pid is not None
+        first = servers[0]
+        assert first.pid is not None
         if not isolated:
             log.warning(
                 "WARNING: the drill server pid %s is NOT ISOLATED (%s): a restored Vault "
                 "may revoke leases against real backends",
-                server.pid,
+                first.pid,
                 why_not,
             )
         isolation = ISOLATION_USERNS if mode == MODE_USERNS else ISOLATION_NETNS
+        if len(servers) > 1:
+            isolation += f"; {len(servers)} raft nodes share it"
+        endpoints = [s.endpoint for s in servers]
         return ThrowawayVault(
-            endpoint=endpoint,
+            endpoint=endpoints[0],
             product=product,
             version=version,
             isolation=isolation if isolated else ISOLATION_NONE,
             isolated=isolated,
             runtime=self.name,
             stop=teardown,
-            logs=functools.partial(_read_log, server.log_file),
+            logs=functools.partial(_read_logs, [s.log_file for s in servers]),
+            seal_exception=relay.describe() if relay is not None else "",
+            endpoints=endpoints,
+            api_addrs=[s.addr for s in servers],
             details={
-                "pid": str(server.pid),
+                "pid": str(first.pid),
+                "pids": ",".join(str(s.pid) for s in servers),
                 "binary": str(binary),
                 "binary_sha256": sha256,
                 "isolation_mode": mode or "none",
-                "endpoint": endpoint.describe(),
-                "tcp_addr": server.addr,
+                "endpoint": endpoints[0].describe(),
+                "tcp_addr": first.addr,
                 **({"netns_unavailable": why_not} if not isolated else {}),
             },
         )
@@ -245,8 +277,11 @@ class ProcessRuntime:
                 )
 
 
-def _read_log(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+def _read_logs(paths: list[Path]) -> str:
+    parts = []
+    for path in paths:
+        try:
+            parts.append(path.read_text(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(parts)

@@ -4,11 +4,17 @@ Raft snapshots must come from the ACTIVE node: standbys have answered with empty
 partial snapshots (vault #8097, #12168). `connect()` therefore asks every configured
 node for its seal status and `sys/leader`, refuses a sealed node or a standby with a
 message naming the active node, and logs in (`dr.vault.auth`) on the active one.
+
+`dr restore` into a cluster uses the helpers below it: addresses compared normalised
+(`normalize_addr`, `merge_addrs`), the other nodes as the cluster reports them
+(`ha_node_addrs`: `sys/ha-status`), and raft's members (`raft_servers`,
+`raft_server_count`), each falling back (logged) when the token may not read it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +122,83 @@ class ActiveVault:
         """Server clock (UTC seconds) from sys/health; kv-v2 metadata uses this clock."""
         health = self.client.unauthenticated("sys/health", any_status=True)
         return int(health.get("server_time_utc", 0))
+
+
+def normalize_addr(addr: str) -> str:
+    """An API address as dr compares them: no surrounding space, no trailing slash, the
+    scheme and host in lower case (they are case-insensitive; a path is kept as is)."""
+    text = addr.strip().rstrip("/")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}://{host.lower()}{slash}{path}"
+
+
+def merge_addrs(*groups: Iterable[str]) -> list[str]:
+    """The addresses of every group, normalised, in order of first appearance, each once
+    (empty ones dropped): the nodes given on the command line first, then those a
+    cluster reports."""
+    seen: dict[str, None] = {}
+    for group in groups:
+        for addr in group:
+            normal = normalize_addr(addr)
+            if normal:
+                seen.setdefault(normal, None)
+    return list(seen)
+
+
+def ha_node_addrs(client: VaultClient) -> list[str] | None:
+    """API addresses of the cluster's nodes from `GET sys/ha-status` (authenticated,
+    root namespace), or None when the node refuses it (403) or is not HA (logged at
+    info: the caller goes on with the addresses it was given)."""
+    reply = client.send("GET", "sys/ha-status", namespace=None)
+    if not reply.ok:
+        log.info(
+            "Vault at %s answered %s on sys/ha-status (%s): the other nodes of its "
+            "cluster are not discovered; only the given addresses are used",
+            client.label,
+            reply.status,
+            reply.errors,
+        )
+        return None
+    body = reply.data()
+    nodes = body.get("nodes")
+    if not isinstance(nodes, list):
+        nodes = (body.get("data") or {}).get("nodes")
+    if not isinstance(nodes, list) or not nodes:
+        log.info(
+            "Vault at %s lists no HA nodes on sys/ha-status: only the given addresses are used",
+            client.label,
+        )
+        return None
+    return merge_addrs(str(n.get("api_address", "")) for n in nodes if isinstance(n, dict))
+
+
+def raft_servers(client: VaultClient) -> list[dict[str, Any]] | None:
+    """Raft's configuration (`GET sys/storage/raft/configuration`): one dict per server,
+    voters and non-voters (node_id, address, leader, voter), or None when it cannot be
+    read (403, not raft; logged at info)."""
+    reply = client.send("GET", "sys/storage/raft/configuration", namespace=None)
+    if not reply.ok:
+        log.info(
+            "Vault at %s answered %s on sys/storage/raft/configuration (%s): the raft "
+            "membership is not cross-checked",
+            client.label,
+            reply.status,
+            reply.errors,
+        )
+        return None
+    servers = ((reply.data().get("data") or {}).get("config") or {}).get("servers")
+    if not isinstance(servers, list):
+        return None
+    return [server for server in servers if isinstance(server, dict)]
+
+
+def raft_server_count(client: VaultClient) -> int | None:
+    """How many servers raft's configuration holds (voters and non-voters), or None."""
+    servers = raft_servers(client)
+    return None if servers is None else len(servers)
 
 
 def find_active(settings: VaultSettings) -> VaultClient:

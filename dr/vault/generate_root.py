@@ -15,7 +15,7 @@ import base64
 from dataclasses import dataclass
 
 from dr.errors import VaultError
-from dr.vault.seal import Node, SourceKey
+from dr.vault.seal import Node, SourceKey, UnsealKeys, candidate_keys
 
 
 @dataclass(frozen=True)
@@ -78,4 +78,21 @@ def generate_root(node: Node, key: SourceKey) -> RootToken:
 def revoke_self(node: Node, token: RootToken) -> None:
     node.client.with_token(token.token).call(
         "POST", "auth/token/revoke-self", "revoke the drill's token", namespace=None
+    )
+
+
+def generate_root_with_keys(node: Node, keys: UnsealKeys) -> RootToken:
+    """A root token from key SHARES (the recovery keys of an auto-unseal source): the
+    key they combine to, split again into what the node asks for (its cached recovery
+    configuration can be the throwaway's own after a restore, as with unseal keys);
+    a combination the node refuses is followed by smaller ones."""
+    last: VaultError | None = None
+    for secret, _used in candidate_keys(keys):
+        try:
+            return generate_root(node, SourceKey(secret, keys.source))
+        except VaultError as exc:
+            last = exc
+    raise VaultError(
+        f"generate-root on {node.label} refused every combination of the keys in "
+        f"{keys.source} ({last}); use the SOURCE cluster's recovery keys"
     )

@@ -42,6 +42,7 @@ from typing import IO, Any
 from dr.errors import UsageError, VaultError
 from dr.vault.connection import TLSSettings, VaultClient
 from dr.vault.endpoint import Endpoint
+from dr.vault.raft_nodes import join
 from dr.vault.seal import InitResult, Node, UnsealKeys
 
 LOOPBACK = "127.0.0.1"
@@ -486,26 +487,6 @@ log_level    = "{self.log_level}"
             if leader.init_result is None:
                 raise VaultError(f"{leader.addr}: leader has no known unseal keys")
             keys = leader.init_result.keys_b64
-        body = self._http.write(
-            "sys/storage/raft/join",
-            {"leader_api_addr": leader.addr},
-            "raft join",
-            method="POST",
-            auth=False,
-            timeout=timeout,
-        )
-        if body.get("joined") is not True:
-            raise VaultError(f"{self.addr}: raft join to {leader.addr} refused: {body}")
         self.init_result = leader.init_result
-        deadline = time.monotonic() + timeout
-        # Unseal completes the join (the node answers the leader's challenge); until the
-        # leader has the node's answer, a fresh unseal may report "still sealed".
-        while True:
-            try:
-                self.unseal(keys)
-                break
-            except VaultError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        self.wait_standby(timeout=max(1.0, deadline - time.monotonic()))
+        unseal = UnsealKeys(tuple(keys), f"the keys of {leader.node_id}")
+        join(self.node, leader.addr, unseal, timeout=timeout)

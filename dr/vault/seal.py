@@ -43,35 +43,63 @@ class UnsealKeys:
         return f"UnsealKeys(<{len(self.keys)} hidden>, source={self.source!r})"
 
 
+UNSEAL_KEY_FIELDS = ("unseal_keys_b64", "keys_base64", "keys", "unseal_keys_hex")
+RECOVERY_KEY_FIELDS = ("recovery_keys_b64", "recovery_keys_base64", "recovery_keys_hex", "keys")
+
+
 def load_unseal_keys(path: Path) -> UnsealKeys:
     """Read the JSON `bao|vault operator init -format=json` prints, or {"keys": [...]}."""
+    return _load_keys(path, "unseal", UNSEAL_KEY_FIELDS)
+
+
+def load_recovery_keys(path: Path) -> UnsealKeys:
+    """The recovery keys of an auto-unseal cluster: `recovery_keys_b64` of the init JSON
+    (found in the file given as unseal_keys_file too), or {"keys": [...]}."""
+    return _load_keys(path, "recovery", RECOVERY_KEY_FIELDS)
+
+
+def has_recovery_keys(path: Path) -> bool:
+    """Whether `path` (readable JSON) holds recovery keys; False on any problem (the
+    caller then reports the file's problem in its own words)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and any(
+        isinstance(data.get(name), list) and data[name] for name in RECOVERY_KEY_FIELDS[:3]
+    )
+
+
+def _load_keys(path: Path, kind: str, names: tuple[str, ...]) -> UnsealKeys:
     try:
         mode = path.stat().st_mode
         raw = path.read_text()
     except FileNotFoundError:
-        raise UsageError(f"unseal keys file {path} does not exist") from None
+        raise UsageError(f"{kind} keys file {path} does not exist") from None
     except OSError as exc:
-        raise UsageError(f"cannot read unseal keys file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {kind} keys file {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise UsageError(f"unseal keys file {path} is readable by others; run: chmod 600 {path}")
+        raise UsageError(f"{kind} keys file {path} is readable by others; run: chmod 600 {path}")
     try:
         data = json.loads(raw)
     except ValueError:
         raise UsageError(
-            f"unseal keys file {path} is not JSON; expected the output of "
+            f"{kind} keys file {path} is not JSON; expected the output of "
             '`bao operator init -format=json` or {"keys": ["base64", ...]}'
         ) from None
     keys: Any = None
     if isinstance(data, dict):
-        for name in ("unseal_keys_b64", "keys_base64", "keys", "unseal_keys_hex"):
+        for name in names:
             if isinstance(data.get(name), list) and data[name]:
                 keys = data[name]
                 break
     if not keys or not all(isinstance(k, str) and k for k in keys):
-        raise UsageError(
-            f"unseal keys file {path} holds no keys; expected unseal_keys_b64 (from "
-            '`operator init -format=json`) or {"keys": [...]}'
+        hint = (
+            "it holds recovery keys: the source uses auto-unseal (configure drill.seal)"
+            if kind == "unseal" and has_recovery_keys(path)
+            else f'expected {names[0]} (from `operator init -format=json`) or {{"keys": [...]}}'
         )
+        raise UsageError(f"{kind} keys file {path} holds no {kind} keys; {hint}")
     return UnsealKeys(tuple(keys), str(path))
 
 
@@ -224,10 +252,15 @@ class Node:
         return self.client.health_code()
 
     # --- init -----------------------------------------------------------------------
-    def init(self, shares: int = 1, threshold: int = 1, *, timeout: float = 120) -> InitResult:
+    def init(
+        self, shares: int = 1, threshold: int = 1, *, timeout: float = 120, recovery: bool = False
+    ) -> InitResult:
+        """`recovery`: an auto-unseal node gets `shares`/`threshold` RECOVERY keys (its
+        barrier key is wrapped by the seal; it unseals itself)."""
+        kind = "recovery" if recovery else "secret"
         body = self.client.write(
             "sys/init",
-            {"secret_shares": shares, "secret_threshold": threshold},
+            {f"{kind}_shares": shares, f"{kind}_threshold": threshold},
             "initialize",
             auth=False,
             namespace=None,
@@ -240,8 +273,8 @@ class Node:
             "unseal_threshold": threshold,
             "recovery_keys_b64": list(body.get("recovery_keys_base64") or []),
             "recovery_keys_hex": list(body.get("recovery_keys") or []),
-            "recovery_keys_shares": 0,
-            "recovery_keys_threshold": 0,
+            "recovery_keys_shares": shares if recovery else 0,
+            "recovery_keys_threshold": threshold if recovery else 0,
             "root_token": body.get("root_token", ""),
         }
         return InitResult(raw["unseal_keys_b64"], str(raw["root_token"]), raw)
@@ -371,6 +404,31 @@ class Node:
 
     def wait_active(self, timeout: float = 120) -> None:
         self.wait("active", lambda: self.health_code() == 200, timeout)
+
+
+def wait_auto_unsealed(node: Node, cluster_id: str, *, timeout: float = 120) -> None:
+    """After a forced restore into an auto-unseal node configured with the SOURCE's seal:
+    it opens the restored keyring through the seal by itself (no unseal call) and then
+    reports the source's cluster id (measured ~5.5 s; FACTS.md). Waits for exactly
+    that: active, with the source's cluster id; a seal it cannot use leaves it sealed,
+    and the wait's error says so."""
+
+    def restored() -> bool:
+        status = node.seal_status()
+        if status.sealed or (cluster_id and status.cluster_id != cluster_id):
+            return False
+        return node.health_code() == 200
+
+    try:
+        node.wait("active with the restored data", restored, timeout, every=0.2)
+    except VaultError as exc:
+        if node.seal_status().sealed:
+            raise VaultError(
+                f"Vault at {node.label} stayed sealed after the restore: its seal cannot "
+                "open the restored keyring; is it configured with the SOURCE cluster's seal "
+                "key (drill.seal)?"
+            ) from exc
+        raise
 
 
 def unseal_after_restore(

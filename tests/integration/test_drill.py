@@ -89,6 +89,7 @@ def assert_full_pass(report: dict[str, Any], secrets: int) -> None:
     for fam in families.values():
         assert fam["missing"] == fam["mismatched"] == fam["unreadable"] == 0, fam
     assert set(report["stages"]) == {
+        "preflight",
         "fetch",
         "provision",
         "restore",
@@ -96,10 +97,15 @@ def assert_full_pass(report: dict[str, Any], secrets: int) -> None:
         "verify",
         "teardown",
     }
-    assert all(v > 0 for v in report["stages"].values())
+    # (the preflight of a Shamir source only counts keys: it rounds to 0.000 s)
+    assert all(v > 0 for k, v in report["stages"].items() if k != "preflight")
     assert report["rto_seconds"] > report["stages"]["verify"]
     assert report["rpo_seconds"] > 0
     assert report["backup"]["catalog_secrets"] == secrets
+    # A Shamir source: the preflight counted the unseal keys; no exception to isolation.
+    assert report["drill"]["seal"].startswith("shamir"), report["drill"]
+    assert report["drill"]["seal_preflight"][0].startswith("unseal keys:"), report["drill"]
+    assert report["drill"]["isolation_exception"] is None
 
 
 def test_process_drill_of_5000_secrets_passes(source: Any, tmp_path: Path) -> None:

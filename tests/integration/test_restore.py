@@ -207,3 +207,66 @@ def test_decrypt_writes_a_private_verified_snapshot(backup: dict[str, Any], tmp_
     assert hashlib.sha256(out.read_bytes()).hexdigest() == manifest["snapshot"]["plaintext_sha256"]
     again = run_dr("decrypt", "-o", str(out), config=backup["config"])
     assert again.returncode == ExitCode.USAGE and "refusing to overwrite" in one_line_error(again)
+
+
+def test_safety_snapshot_lets_the_restore_be_undone(
+    backup: dict[str, Any], bao: Any, fresh_bao: Any, tmp_path: Path
+) -> None:
+    """`--safety-snapshot DIR` backs the target up first (encrypted, signed, its own
+    backup id, cluster `prod-safety`); restoring that backup puts the target back."""
+    client = hvac_client(fresh_bao)
+    client.sys.enable_secrets_engine("kv", path="before", options={"version": "1"})
+    client.secrets.kv.v1.create_or_update_secret("marker", {"v": "target"}, mount_point="before")
+    target_keys = write_keys(tmp_path / "target-unseal.json", fresh_bao.init_result.raw)
+    safety_dir = tmp_path / "safety"
+    proc = run_dr(
+        "restore",
+        "--backup",
+        backup["id"],
+        "--to",
+        fresh_bao.addr,
+        "--unseal-keys-file",
+        str(backup["keys"]),
+        "--safety-snapshot",
+        str(safety_dir),
+        "--no-verify",
+        "--yes",
+        "--json",
+        config=backup["config"],
+        token=fresh_bao.root_token,
+    )
+    assert proc.returncode == 0, proc.stderr
+    safety = json.loads(proc.stdout)["safety_snapshot"]
+    assert safety["cluster"] == "prod-safety" and safety["backup_id"] != backup["id"]
+    # Nothing of the safety snapshot is plaintext on disk: only envelopes and a manifest.
+    stored = [p for p in safety_dir.rglob("*") if p.is_file()]
+    assert stored and all(p.name.endswith((".enc", ".json")) for p in stored), stored
+    assert b"target" not in b"".join(p.read_bytes() for p in stored if p.suffix == ".enc")
+    # The target now serves the SOURCE; undo with the safety backup and the target's keys.
+    undo = tmp_path / "undo.yaml"
+    undo.write_text(
+        backup["config"]
+        .read_text()
+        .replace("cluster: prod", "cluster: prod-safety")
+        .replace(str(backup["tmp"] / "store"), str(safety_dir))
+    )
+    proc = run_dr(
+        "restore",
+        "--backup",
+        safety["backup_id"],
+        "--to",
+        fresh_bao.addr,
+        "--unseal-keys-file",
+        str(target_keys),
+        "--verify-token-env",
+        "TARGET_ROOT",
+        "--yes",
+        "--json",
+        config=undo,
+        token=bao.root_token,  # the target holds the SOURCE's tokens now
+        env={"TARGET_ROOT": fresh_bao.root_token},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["passed"] is True
+    got = hvac_client(fresh_bao).secrets.kv.v1.read_secret("marker", mount_point="before")
+    assert got["data"] == {"v": "target"}

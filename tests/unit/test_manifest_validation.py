@@ -496,3 +496,54 @@ def test_a_manifest_file_on_disk_is_read_the_same(tmp_path: Path, sealed: dict[s
     manifest = Manifest.loads(dump(sealed["doc"]), "m")
     (tmp_path / "m.json").write_bytes(manifest.dumps())
     assert Manifest.loads((tmp_path / "m.json").read_bytes(), "m").to_json() == sealed["doc"]
+
+
+# --- vault_seal (issue 9): the source's seal, covered by the MAC ------------------------
+SEAL = {
+    "type": "transit",
+    "threshold": 3,
+    "shares": 5,
+    "recovery_seal": True,
+    "key": {"address": "https://s:8200", "mount_path": "transit/", "key_name": "k"},
+    "key_source": "drill.seal",
+}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"type": 7},
+        {"type": "Transit!"},
+        {"type": "transit", "key": {"a": {"nested": 1}}},
+        {"type": "transit", "key": ["x"]},
+        {"type": "transit", "threshold": 1000},
+        {"type": "transit", "threshold": True},
+        {"type": "transit", "surprise": 1},
+        {"threshold": 3},
+        "transit",
+        [SEAL],
+    ],
+)
+def test_hostile_seal_record_is_an_integrity_error(sealed: dict[str, Any], bad: Any) -> None:
+    doc = copy.deepcopy(sealed["doc"])
+    doc["vault_seal"] = bad
+    with pytest.raises(IntegrityError, match="vault_seal"):
+        Manifest.loads(dump(doc), "m")
+
+
+def test_seal_record_is_covered_by_the_mac(sealed: dict[str, Any]) -> None:
+    data_key = sealed["data_key"]
+    base = Manifest.loads(dump(sealed["doc"]), "m")
+    base.vault_seal = dict(SEAL)
+    base.seal(data_key)
+    loaded = Manifest.loads(base.dumps(), "m")
+    loaded.check_mac(data_key)
+    assert loaded.seal_record.describe() == "transit 3/5 (transit/k at https://s:8200)"
+    # An attacker who rewrites the seal (to point a restore at their own transit key)
+    # breaks the MAC.
+    doc = json.loads(base.dumps())
+    doc["vault_seal"]["key"]["address"] = "https://evil:8200"
+    with pytest.raises(IntegrityError):
+        Manifest.loads(dump(doc), "m").check_mac(data_key)
+    # A manifest from before the record (no vault_seal) still authenticates.
+    Manifest.loads(dump(sealed["doc"]), "m").check_mac(data_key)
