@@ -97,7 +97,16 @@ class Section:
         return f"{self.where}.{key}" if self.where else key
 
     def error(self, key: str, problem: str) -> ConfigError:
+        if problem.startswith("is required"):
+            problem += self._typo_of(key)
         return ConfigError(self.source, self.path(key), problem)
+
+    def _typo_of(self, key: str) -> str:
+        """A missing required key is often a typo of it ('adr:' for 'addr:'): name it,
+        as unknown keys are named, instead of only saying the key is required."""
+        unknown = [str(k) for k in self.data if str(k) not in self._known and str(k) != key]
+        close = difflib.get_close_matches(key, unknown, n=1)
+        return f"; '{close[0]}' is set: did you mean '{key}'?" if close else ""
 
     def has(self, key: str) -> bool:
         self._known.add(key)

@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     RTO_EXCEEDED = 11  # a drill's measured RTO is above drill.rto_objective
     BACKUP_TOO_OLD = 12  # the newest backup is older than drill.max_backup_age
     SEAL = 13  # seal preflight: the seal key or the unseal/recovery key quorum is unusable
+    PARTIAL = 14  # backup stored, but its catalog is partial (mounts the token cannot list)
     INTERRUPTED = 130  # SIGINT/SIGTERM
 
 
@@ -60,6 +61,7 @@ class ConfigError(UsageError):
 
 class VaultError(DRError):
     exit_code = ExitCode.VAULT
+    status: int | None = None  # the HTTP status of the answer it describes, if any
 
 
 class StorageError(DRError):
@@ -114,3 +116,10 @@ class SealError(DRError):
     byte of the snapshot is sent."""
 
     exit_code = ExitCode.SEAL
+
+
+class PartialCatalog(DRError):
+    """The backup (snapshot, catalog, manifest) is stored, but the catalog could not
+    list some mounts: a warning code, so monitoring sees it and the policy gets fixed."""
+
+    exit_code = ExitCode.PARTIAL

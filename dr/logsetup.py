@@ -25,21 +25,45 @@ _NOISY = (
 )
 
 
+# What every LogRecord has; anything else on a record came from `extra=` (ids, sizes).
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_format = "text"
+
+
+def json_logging() -> bool:
+    """Whether --log-format json is on (the CLI's own lines follow it too)."""
+    return _format == "json"
+
+
+def json_line(
+    level: str, logger: str, msg: str, created: float | None = None, **fields: Any
+) -> str:
+    """One JSON object per line: ts, level, logger, msg, then the structured fields."""
+    created = time.time() if created is None else created
+    entry: dict[str, Any] = {
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created * 1000) % 1000:03d}Z",
+        "level": level,
+        "logger": logger,
+        "msg": msg,
+    }
+    entry.update(fields)
+    return json.dumps(entry, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info and record.levelno <= logging.DEBUG:
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+            fields["traceback"] = self.formatException(record.exc_info)
+        return json_line(
+            record.levelname.lower(), record.name, record.getMessage(), record.created, **fields
+        )
 
 
 def setup_logging(*, verbosity: int = 0, fmt: str = "text", debug: bool = False) -> None:
+    global _format
+    _format = fmt
     level = logging.DEBUG if debug else (logging.INFO if verbosity >= 1 else logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

@@ -20,6 +20,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def human_duration(seconds: float) -> str:
+    """An age or interval an operator reads at a glance: 45 s, 12 min, 5.2 h, 3 d 4 h."""
+    s = max(0.0, seconds)
+    if s < 90:
+        return f"{s:.0f} s" if s >= 1 else f"{s:.1f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    days, rest = divmod(s, 86400)
+    return f"{days:.0f} d {rest / 3600:.0f} h"
+
+
 class Progress:
     """Byte counter with a throttled status line. Thread-safe: uploads call it from
     s3transfer's worker threads."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dr.cli import output
 from dr.cli.state import State, pass_state
 from dr.crypto.writer import generate_writer_key
 from dr.crypto.x25519 import (
@@ -130,11 +131,11 @@ def keygen(
     if not (print_private or sys.stdout.isatty()):
         # A private key must not end up in a pipe, a CI log or a file by accident.
         click.echo(public + f"\n\n  public key: {identity.recipient}")
-        click.echo(
+        output.note(
             f"note: the private key was not printed (stdout is not a terminal); it is in "
             f"{out}: run dr keygen on a terminal to print it for the safe, or pass "
             "--print-private",
-            err=True,
+            identity_file=str(out),
         )
         return
     click.echo(
@@ -151,7 +152,12 @@ def _indent(text: str) -> str:
 
 
 @click.command()
-@click.option("--backup", "which", metavar="ID|latest", help="The backup to rewrap.")
+@click.option(
+    "--backup",
+    "which",
+    metavar="ID|latest",
+    help="The backup to rewrap: an id from dr list, or latest (or --all).",
+)
 @click.option("--all", "all_backups", is_flag=True, help="Rewrap every backup of the cluster.")
 @click.option(
     "--add",
@@ -214,14 +220,14 @@ def rewrap(
     for change in result.changes:
         click.echo(change.describe())
     for bad in result.skipped:
-        click.echo(f"warning: skipped unreadable manifest {bad}", err=True)
+        output.note(f"warning: skipped unreadable manifest {bad}", level="warning", key=bad)
     changed = sum(c.changed for c in result.changes)
     verb = "would rewrap" if dry_run else "rewrapped"
     click.echo(f"{verb} {changed} of {len(result.changes)} backup(s) in {result.store}")
     if changed and not dry_run and not any(c.manifest_version_id for c in result.changes):
-        click.echo(
+        output.note(
             "note: this store keeps no object versions; the previous manifests were replaced",
-            err=True,
+            level="warning",
         )
 
 

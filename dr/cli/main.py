@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 import dr
+from dr.cli import output
 from dr.cli.state import State
 from dr.errors import DRError, ExitCode, Interrupted
 from dr.hygiene import harden_process
@@ -85,31 +86,48 @@ def main(argv: list[str] | None = None) -> NoReturn:
     _register_commands()
     signal.signal(signal.SIGTERM, _on_sigterm)
     code: int
+    args = sys.argv[1:] if argv is None else argv
     try:
         result: Any = cli.main(args=argv, prog_name="dr", standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except DRError as exc:
         log.debug("failed", exc_info=True)
-        # One line, whatever a server put in the message.
-        click.echo("error: " + " ".join(exc.message.split()), err=True)
         code = exc.exit_code
+        output.error(exc.message, code, type(exc).__name__, json_mode=output.json_requested(args))
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+        # click raises Abort at a prompt (declined, or Ctrl-C/EOF there): before any change.
         code = ExitCode.INTERRUPTED
+        output.error(
+            "aborted at the prompt, nothing was changed; run the command again and answer "
+            "y, or pass --yes",
+            code,
+            "Aborted",
+            json_mode=output.json_requested(args),
+        )
     except click.ClickException as exc:
-        exc.show()
         code = ExitCode.USAGE
+        if output.json_requested(args):
+            output.error(exc.format_message(), code, type(exc).__name__, json_mode=True)
+        else:
+            exc.show()
     except KeyboardInterrupt:
-        click.echo("error: interrupted; partial work was cleaned up", err=True)
         code = ExitCode.INTERRUPTED
+        output.error(
+            "interrupted; partial work was cleaned up",
+            code,
+            "Interrupted",
+            json_mode=output.json_requested(args),
+        )
     except Exception as exc:
         log.debug("internal error", exc_info=True)
-        click.echo(
-            f"error: internal error: {type(exc).__name__}: {str(exc)[:200]} "
-            "(run with --debug for the traceback, and please report it)",
-            err=True,
-        )
         code = ExitCode.INTERNAL
+        output.error(
+            f"internal error: {type(exc).__name__}: {str(exc)[:200]} "
+            "(run with --debug for the traceback, and please report it)",
+            code,
+            "InternalError",
+            json_mode=output.json_requested(args),
+        )
     sys.exit(code)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dr.cli import output as cli_output
 from dr.cli.state import State, open_backup, pass_state
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper, select_wrappers
@@ -30,6 +31,15 @@ skip_unauthentic_option = click.option(
     "newest one that can (with a warning) instead of refusing.",
 )
 
+backup_option = click.option(
+    "--backup",
+    "which",
+    default="latest",
+    show_default=True,
+    metavar="ID|latest",
+    help="The backup: an id from dr list, or latest (the newest that authenticates).",
+)
+
 identity_option = click.option(
     "--identity",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -47,7 +57,7 @@ def _progress(state: State, label: str) -> Progress:
 
 
 @click.command()
-@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest")
+@backup_option
 @click.option(
     "--to",
     "targets",
@@ -200,7 +210,7 @@ def _token_auth(env: str | None, file: Path | None, option: str) -> AuthSettings
 
 
 @click.command()
-@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest")
+@backup_option
 @click.option(
     "-o",
     "--output",
@@ -248,10 +258,12 @@ def decrypt(
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-    click.echo(
+    cli_output.note(
         f"warning: {output} holds the decrypted snapshot of {manifest.backup_id}: it is as "
         "secret as Vault itself; delete it after the restore",
-        err=True,
+        level="warning",
+        backup_id=manifest.backup_id,
+        path=str(output),
     )
     click.echo(
         f"{output}: {human_bytes(manifest.snapshot.plaintext_size)} raft snapshot at index "
@@ -272,7 +284,15 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 @click.command()
-@click.option("--backup", "which", default="latest", show_default=True, metavar="ID|latest|random")
+@click.option(
+    "--backup",
+    "which",
+    default="latest",
+    show_default=True,
+    metavar="ID|latest|random",
+    help="The backup to drill: an id from dr list, latest (the newest that "
+    "authenticates), or random (any complete one: old backups get drilled too).",
+)
 @click.option(
     "--runtime",
     type=click.Choice(["auto", "process", "container"]),
@@ -377,7 +397,7 @@ def drill(
     )
     result = run_drill(config, store, manifest, wrappers_for(config, identity), options)
     for path in write_reports(result, report_dir, junit):
-        click.echo(f"report: {path}", err=True)
+        cli_output.note(f"report: {path}", report=str(path))
     if as_json:
         click.echo(json.dumps(to_json(result), indent=2))
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dr.crypto.keyfile import KeyfileRecipient, read_keyfile
+from dr.crypto.keyfile import KeyfileRecipient, NotAKeyFile, read_keyfile
 from dr.crypto.wrapping import KeyWrapper
 from dr.crypto.x25519 import (
     SECRET_CHARS,
@@ -40,7 +40,7 @@ def load_identity(path: Path) -> KeyWrapper:
         return X25519Recipient.from_identity(IDENTITY_NAME, read_identity(path), path)
     try:
         read_keyfile(path)
-    except KeyAccessError:
+    except (KeyAccessError, NotAKeyFile):
         raise UsageError(
             f"{path} is neither an x25519 identity ({SECRET_PREFIX}..., from dr keygen) nor "
             "a vault-dr key file"

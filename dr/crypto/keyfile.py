@@ -29,6 +29,10 @@ KEY_SIZE = 32
 _HEADER = "# vault-dr keyfile: keep it secret; anyone holding it can decrypt these backups\n"
 
 
+class NotAKeyFile(UsageError):
+    """The file is not a vault-dr key file (raw bytes, other text, a short key)."""
+
+
 def generate_keyfile(path: Path) -> str:
     """Write a new key file (mode 0600, refusing to overwrite); return its key id."""
     key = os.urandom(KEY_SIZE)
@@ -47,19 +51,25 @@ def key_id_of(key: bytes) -> str:
 
 def read_keyfile(path: Path) -> bytes:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise KeyAccessError(f"key file {path} does not exist") from None
     except OSError as exc:
         raise KeyAccessError(f"cannot read key file {path}: {exc.strerror}") from None
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     try:
+        text = raw.decode("ascii")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         key = base64.b64decode("".join(lines), validate=True)
-    except ValueError:
+    except ValueError:  # UnicodeDecodeError too: raw bytes, not the base64 text
         key = b""
     if len(key) != KEY_SIZE:
-        raise KeyAccessError(f"key file {path} does not hold a base64 256-bit key")
+        # A usage error, not a key-access one: the file is the wrong kind of file.
+        raise NotAKeyFile(
+            f"key file {path} is not a vault-dr key file: expected one line of base64 "
+            f"holding {KEY_SIZE} bytes (raw bytes or other text are refused); make one "
+            "with: head -c 32 /dev/urandom | base64 > FILE && chmod 600 FILE"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         # Refuse rather than warn: a world-readable key file makes the encryption moot.
         raise UsageError(f"key file {path} is readable by others; run: chmod 600 {path}")

@@ -67,6 +67,9 @@ class BackupResult:
     manifest_ref: ObjectRef
     store: str
     seconds: float
+    # "<namespace><mount>: why" of kv mounts the catalog could not cover (the snapshot
+    # holds them); non-empty: the backup is stored but ends with exit 14 (PARTIAL).
+    mounts_skipped: tuple[str, ...] = ()
 
 
 def check_backup_config(config: Config) -> None:
@@ -157,7 +160,12 @@ def _backup(
     created = datetime.now(UTC)
     backup_id = new_backup_id(created)
     log.info(
-        "backup %s of %s (%s %s) started", backup_id, conn.addr, server.product, server.version
+        "backup %s of %s (%s %s) started",
+        backup_id,
+        conn.addr,
+        server.product,
+        server.version,
+        extra={"cluster": config.cluster, "backup_id": backup_id, "vault_addr": conn.addr},
     )
 
     data_key, stanzas = new_data_key(wrappers, WrapContext(config.cluster, backup_id))
@@ -194,6 +202,11 @@ def _backup(
             snap_reader.plaintext_size,
             info.index,
             info.term,
+            extra={
+                "backup_id": backup_id,
+                "snapshot_bytes": snap_reader.plaintext_size,
+                "raft_index": info.index,
+            },
         )
 
         catalog = walker.walk(config.cluster, backup_id, window_start, window_end)
@@ -211,7 +224,12 @@ def _backup(
         )
         written.append(cat_ref)
         counts = catalog.counts()
-        log.info("catalog stored: %d secrets in %d mounts", counts["secrets"], counts["mounts"])
+        log.info(
+            "catalog stored: %d secrets in %d mounts",
+            counts["secrets"],
+            counts["mounts"],
+            extra={"backup_id": backup_id, "secrets": counts["secrets"]},
+        )
 
         manifest = Manifest(
             cluster=config.cluster,
@@ -260,8 +278,16 @@ def _backup(
         _discard(store, written)
         raise
     seconds = time.monotonic() - started
-    log.info("backup %s complete in %.1f s", backup_id, seconds)
-    return BackupResult(manifest, manifest_ref, store.describe(), seconds)
+    log.info(
+        "backup %s complete in %.1f s",
+        backup_id,
+        seconds,
+        extra={"cluster": config.cluster, "backup_id": backup_id, "seconds": round(seconds, 3)},
+    )
+    skipped = tuple(
+        f"{item['namespace']}{item['mount']}: {item['reason']}" for item in catalog.mounts_skipped
+    )
+    return BackupResult(manifest, manifest_ref, store.describe(), seconds, skipped)
 
 
 def _record(ref: ObjectRef, context: str, reader: EncryptingReader) -> ObjectRecord:

@@ -14,7 +14,7 @@ from typing import Any
 
 import dr
 from dr.errors import BackupTooOld, DRError, DrillFailed, ExitCode, RTOExceeded
-from dr.ops.drill import STAGES, DrillResult
+from dr.ops.drill import STAGES, DrillResult, too_old_message
 
 REPORT_FORMAT = 1
 
@@ -52,10 +52,7 @@ def verdict(result: DrillResult) -> str:
             f"{result.rto_objective:.0f} s"
         )
     if result.too_old:
-        return (
-            f"FAILED: the backup is {result.rpo_seconds / 3600:.1f} h old, above "
-            f"max_backup_age {result.max_backup_age / 3600 if result.max_backup_age else 0:.1f} h"
-        )
+        return f"FAILED: {too_old_message(result.rpo_seconds, result.max_backup_age or 0)}"
     return "PASSED"
 
 
@@ -89,6 +86,7 @@ def to_json(result: DrillResult) -> dict[str, Any]:
             "seal": result.seal or None,
             "seal_preflight": result.seal_checks,
             "nodes": result.nodes,
+            "not_cataloged": result.not_cataloged,
             "binary": result.binary or None,
             "binary_sha256": result.binary_sha256 or None,
             "image_id": result.image_id or None,
@@ -134,6 +132,11 @@ def to_markdown(result: DrillResult) -> str:
         lines.append(f"- Isolation exception: reaches {result.seal_exception}; nothing else")
     if result.nodes:
         lines.append(f"- Nodes: {len(result.nodes)} ({', '.join(result.nodes)})")
+    if result.not_cataloged:
+        lines.append(
+            f"- ⚠️ Not cataloged at backup time (restored, not checked): "
+            f"{', '.join(result.not_cataloged)}; extend the backup policy"
+        )
     if result.skipped_newer:
         lines.insert(
             1,

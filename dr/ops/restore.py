@@ -52,6 +52,7 @@ from dr.vault.cluster import (
     raft_servers,
 )
 from dr.vault.connection import VaultClient, VaultUnreachable
+from dr.vault.generate_root import RootToken, generate_root, revoke_self
 from dr.vault.raft import restore_snapshot
 from dr.vault.seal import Node, SealConfig, UnsealKeys, load_unseal_keys
 from dr.vault.sealconf import SealSettings
@@ -111,6 +112,7 @@ class RestoreResult:
     nodes: list[NodeResult] = field(default_factory=list)
     seal_checks: list[str] = field(default_factory=list)  # what the seal preflight proved
     safety: dict[str, str] | None = None  # the target's backup taken before the restore
+    verified_with: str = ""  # the credentials the catalog check used
 
     @property
     def passed(self) -> bool:
@@ -131,6 +133,7 @@ class RestoreResult:
             "nodes": [node.to_json() for node in self.nodes],
             "seal_preflight": list(self.seal_checks),
             "safety_snapshot": self.safety,
+            "verified_with": self.verified_with or None,
         }
 
     def summary(self) -> str:
@@ -343,18 +346,34 @@ def _restore(req: RestoreRequest, cluster: TargetCluster, given: list[str]) -> R
         _await_reseal(cluster.nodes, keys, source_cluster)
     else:
         _watch_same_cluster(cluster.nodes, keys)
-    active, verify = _settle(
-        cluster.nodes, keys, req.verify_auth, _probe_entry(fetched.catalog), SETTLE_TIMEOUT
-    )
+    entry = _probe_entry(fetched.catalog)
+    generated: RootToken | None = None
+    try:
+        active, verify = _settle(cluster.nodes, keys, req.verify_auth, entry, SETTLE_TIMEOUT)
+    except VerifyRejected as rejected:
+        # The restore itself worked; only the credentials to check it are wrong. Make a
+        # root token on the restored cluster with the source keys, as a drill does.
+        active, verify = _settle(cluster.nodes, keys, None, entry, SETTLE_TIMEOUT)
+        generated = _verify_token(active, cluster.nodes, rejected, m.backup_id)
     stages["reseal_unseal_active"] = time.monotonic() - t
     checks = None
-    if verify is not None:
+    verified_with = ""
+    token = verify.token if verify is not None else (generated.token if generated else None)
+    if token is not None:
+        verified_with = (
+            "a root token generated with the source keys (revoked)"
+            if generated is not None
+            else (req.verify_auth.describe() if req.verify_auth else "")
+        )
         try:
             t = time.monotonic()
-            checks = check_catalog(active.client.with_token(verify.token), fetched.catalog)
+            checks = check_catalog(active.client.with_token(token), fetched.catalog)
             stages["verify"] = time.monotonic() - t
         finally:
-            verify.close()
+            if verify is not None:
+                verify.close()
+            if generated is not None:
+                _revoke(active, generated)
     return RestoreResult(
         m.backup_id,
         active.addr,
@@ -365,7 +384,55 @@ def _restore(req: RestoreRequest, cluster: TargetCluster, given: list[str]) -> R
         [n.result() for n in cluster.nodes],
         seal_checks,
         safety,
+        verified_with,
     )
+
+
+class VerifyRejected(VaultError):
+    """The restored Vault refused the verify credentials (not the restore's fault)."""
+
+
+def _verify_token(
+    active: TargetNode, nodes: list[TargetNode], rejected: VerifyRejected, backup_id: str
+) -> RootToken:
+    """A root token on the restored cluster from the SOURCE keys that unsealed it; when
+    that is impossible, one line saying the restore completed and why it is unverified."""
+    done = (
+        f"the restore of {backup_id} completed (every node unsealed, {active.addr} "
+        "active) but could not be verified: "
+    )
+    key = next((n.node.source_key for n in nodes if n.node.source_key is not None), None)
+    if key is None:
+        raise VaultError(
+            done + rejected.message + "; no source unseal key is at hand to make a token "
+            "(auto-unseal): check it with a SOURCE cluster token"
+        )
+    try:
+        token = generate_root(active.node, key)
+    except VaultError as exc:
+        raise VaultError(
+            done + rejected.message + f"; making a root token with the source keys failed "
+            f"too ({exc.message}; OpenBao disables unauthenticated generate-root by "
+            "default): check it with a SOURCE cluster token"
+        ) from None
+    log.warning(
+        "%s; verifying with a root token generated with the source keys instead (revoked "
+        "afterwards)",
+        rejected.message,
+    )
+    return token
+
+
+def _revoke(active: TargetNode, token: RootToken) -> None:
+    try:
+        revoke_self(active.node, token)
+    except VaultError as exc:
+        log.warning(
+            "could not revoke the generated root token on %s (%s): revoke it by hand "
+            "(bao token revoke -self with it) or it stays valid",
+            active.addr,
+            exc.message,
+        )
 
 
 SAFETY_SUFFIX = "-safety"
@@ -731,11 +798,11 @@ class _Prober:
                 self.path = "sys/mounts"
         if status != 200:
             if is_active and status in (401, 403):
-                raise VaultError(
-                    f"the restored Vault at {node.addr} rejected the SOURCE cluster's "
-                    f"credentials ({why}); verify with a token of the SOURCE cluster "
-                    "(--verify-token-env/--verify-token-file, or vault.auth) or pass "
-                    "--no-verify"
+                raise VerifyRejected(
+                    f"the restored Vault at {node.addr} rejected the verify credentials "
+                    f"({self.verify.settings.describe()}: {why}); they must be the SOURCE "
+                    "cluster's (--verify-token-env/--verify-token-file, or vault.auth): "
+                    "the target's own tokens died with its old data"
                 )
             node.why = why
             return False

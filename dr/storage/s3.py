@@ -5,8 +5,9 @@ the caller's non-seekable stream one part at a time, uploads parts on a small th
 pool, and aborts the multipart upload itself when anything fails (a part, the caller's
 stream, Ctrl-C), so a failed run leaves no debris it could name. botocore retries
 throttling, 5xx and connection errors (standard mode); a killed process can still leave
-an upload behind, which `list_incomplete_uploads`/`abort_incomplete_uploads` find for
-`dr prune`.
+an upload behind, which `list_incomplete_uploads`/`abort_incomplete_uploads` find (for
+the retention command that is still to come, issue 10; nothing calls them on a schedule
+yet).
 
 Every request that carries data carries `x-amz-checksum-sha256` (ChecksumAlgorithm):
 PutObject and every UploadPart. AWS refuses writes into Object Lock buckets without

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote as _quote
 
+from dr.errors import VaultError
 from dr.vault.connection import VaultClient
 from dr.vault.metadata_reader import MetadataReader
 
@@ -94,6 +95,9 @@ class Catalog:
     namespaces: list[str] = field(default_factory=list)  # walked, the base first
     secrets: list[SecretEntry] = field(default_factory=list)
     namespaces_skipped: list[dict[str, str]] = field(default_factory=list)
+    # kv mounts the token could not list or read metadata of: {namespace, mount, reason}.
+    # Their data is in the snapshot all the same; only the catalog misses them.
+    mounts_skipped: list[dict[str, str]] = field(default_factory=list)
     walk_started_at: str = ""
     walk_finished_at: str = ""
     format: int = CATALOG_FORMAT
@@ -109,6 +113,7 @@ class Catalog:
             "policies": len(self.policies),
             "namespaces": max(1, len(self.namespaces)),
             "namespaces_skipped": len(self.namespaces_skipped),
+            "mounts_skipped": len(self.mounts_skipped),
             **counts,
         }
 
@@ -128,6 +133,7 @@ class Catalog:
             "walk": {"started_at": self.walk_started_at, "finished_at": self.walk_finished_at},
             "namespaces": self.namespaces,
             "namespaces_skipped": self.namespaces_skipped,
+            "mounts_skipped": self.mounts_skipped,
             "mounts": [asdict(m) for m in self.mounts],
             "auth_methods": [asdict(m) for m in self.auth_methods],
             "policies": self.policies,
@@ -149,6 +155,9 @@ class Catalog:
             walk_finished_at=data.get("walk", {}).get("finished_at", ""),
             namespaces=list(data.get("namespaces", [])),
             namespaces_skipped=list(data.get("namespaces_skipped", [])),
+            mounts_skipped=[
+                {str(k): str(v) for k, v in item.items()} for item in data.get("mounts_skipped", [])
+            ],
             mounts=[Mount(**m) for m in data.get("mounts", [])],
             auth_methods=[Mount(**m) for m in data.get("auth_methods", [])],
             policies=list(data.get("policies", [])),
@@ -247,6 +256,8 @@ class CatalogWalker:
         self.progress = progress
         self._namespaces: list[str] | None = None
         self._skipped: list[dict[str, str]] = []
+        self._mounts_skipped: list[dict[str, str]] = []
+        self._denied: set[str] = set()  # "<namespace><mount>" the token may not read
         self._mounts: list[Mount] | None = None
         self._kv1_before: dict[str, set[str]] = {}
 
@@ -379,7 +390,30 @@ class CatalogWalker:
         """List kv-v1 paths before the snapshot (they have no metadata to date them)."""
         for mount in self._kv_mounts(1):
             key = mount.namespace + mount.path
-            self._kv1_before[key] = set(self._list_tree(mount, mount.path, f"list {key}"))
+            try:
+                self._kv1_before[key] = set(self._list_tree(mount, mount.path, f"list {key}"))
+            except VaultError as exc:
+                self._unlisted(mount, exc)
+
+    def _unlisted(self, mount: Mount, exc: VaultError) -> None:
+        """A mount the token may not list: recorded and skipped, never the end of the
+        backup (a new mount the policy does not name must not leave the cluster without
+        backups). Anything else than a denial still fails the run."""
+        if exc.status not in (401, 403):
+            raise exc
+        key = mount.namespace + mount.path
+        if key in self._denied:
+            return
+        self._denied.add(key)
+        log.warning(
+            "WARNING: the catalog cannot cover %s (%s); the snapshot holds it all the same, "
+            "but no drill can check it: extend the backup policy (docs/vault-policy.md)",
+            key,
+            exc.message,
+        )
+        self._mounts_skipped.append(
+            {"namespace": mount.namespace, "mount": mount.path, "reason": exc.message}
+        )
 
     def walk(self, cluster: str, backup_id: str, window_start: float, window_end: float) -> Catalog:
         catalog = Catalog(cluster, backup_id, window_start, window_end, walk_started_at=_now())
@@ -392,14 +426,21 @@ class CatalogWalker:
             if self.progress and done % 500 == 0:
                 self.progress(done)
         catalog.namespaces_skipped = list(self._skipped)
+        catalog.mounts_skipped = list(self._mounts_skipped)
         catalog.walk_finished_at = _now()
         return catalog
 
     def _secrets(self, start: float, end: float) -> Iterable[SecretEntry]:
         for mount in self._kv_mounts(1):
             key = mount.namespace + mount.path
+            if key in self._denied:
+                continue
             before = self._kv1_before.get(key, set())
-            after = set(self._list_tree(mount, mount.path, f"list {key}"))
+            try:
+                after = set(self._list_tree(mount, mount.path, f"list {key}"))
+            except VaultError as exc:
+                self._unlisted(mount, exc)
+                continue
             for path in sorted(before | after):
                 state = STABLE if (path in before and path in after) else UNCERTAIN
                 yield SecretEntry(
@@ -408,28 +449,29 @@ class CatalogWalker:
         reader = MetadataReader(self.client)
         try:
             for mount in self._kv_mounts(2):
-                key = mount.namespace + mount.path
-                paths = list(
-                    self._list_tree(mount, f"{mount.path}metadata/", f"list {key}metadata")
-                )
-                for path, metadata in reader.read(mount.namespace, mount.path, paths):
-                    if metadata is None:
-                        # Deleted (metadata and all) between list and read: it was
-                        # written before the walk, so it may be in the snapshot.
-                        yield SecretEntry(
-                            mount=mount.path,
-                            path=path,
-                            kv=2,
-                            state=UNCERTAIN,
-                            namespace=mount.namespace,
-                        )
-                        continue
-                    info = classify_kv2(metadata, start, end)
-                    yield SecretEntry(
-                        mount=mount.path, path=path, kv=2, namespace=mount.namespace, **info
-                    )
+                try:
+                    yield from self._kv2_entries(reader, mount, start, end)
+                except VaultError as exc:
+                    # Entries already yielded stay: the mount is recorded as partial.
+                    self._unlisted(mount, exc)
         finally:
             reader.close()
+
+    def _kv2_entries(
+        self, reader: MetadataReader, mount: Mount, start: float, end: float
+    ) -> Iterator[SecretEntry]:
+        key = mount.namespace + mount.path
+        paths = list(self._list_tree(mount, f"{mount.path}metadata/", f"list {key}metadata"))
+        for path, metadata in reader.read(mount.namespace, mount.path, paths):
+            if metadata is None:
+                # Deleted (metadata and all) between list and read: it was written
+                # before the walk, so it may be in the snapshot.
+                yield SecretEntry(
+                    mount=mount.path, path=path, kv=2, state=UNCERTAIN, namespace=mount.namespace
+                )
+                continue
+            info = classify_kv2(metadata, start, end)
+            yield SecretEntry(mount=mount.path, path=path, kv=2, namespace=mount.namespace, **info)
 
     def _auth_methods(self) -> list[Mount]:
         methods: list[Mount] = []

@@ -204,6 +204,7 @@ def raft_server_count(client: VaultClient) -> int | None:
 def find_active(settings: VaultSettings) -> VaultClient:
     """The client of the active node among `settings.addrs` (not logged in yet)."""
     problems: list[str] = []
+    unreachable: list[str] = []
     for addr in settings.addrs:
         client = client_for(settings, addr)
         try:
@@ -211,6 +212,7 @@ def find_active(settings: VaultSettings) -> VaultClient:
         except VaultError as exc:
             client.close()
             problems.append(str(exc))
+            unreachable.append(str(exc))
             continue
         if not state.initialized:
             problems.append(f"Vault at {addr} is not initialized")
@@ -221,6 +223,15 @@ def find_active(settings: VaultSettings) -> VaultClient:
             )
         elif state.is_self:
             log.debug("active node: %s", addr)
+            if unreachable:
+                # Not an error (the active node answered), but every run pays the dead
+                # node's timeouts and retries first: say so.
+                log.warning(
+                    "WARNING: %s; went on with the active node %s; fix or remove the dead "
+                    "node in vault.addrs (each run waits for it first)",
+                    " | ".join(unreachable),
+                    addr,
+                )
             return client
         else:
             leader = state.leader_address or "unknown"

@@ -443,7 +443,13 @@ class VaultClient:
         where = f"Vault at {self.label}"
         if self.namespace:
             where += f" (namespace {self.namespace})"
-        if reply.status == 403:
+        if reply.status == 403 and self._token_invalid():
+            text = (
+                f"{where} denied {operation}: the token is not valid there (expired, "
+                "revoked, or a token of another cluster; auth/token/lookup-self is denied "
+                "too); get a new one (vault.auth) instead of changing its policy"
+            )
+        elif reply.status == 403:
             text = f"{where} denied {operation} (403: {detail}); " + (
                 hint or "give the token the policy in docs/vault-policy.md"
             )
@@ -457,7 +463,21 @@ class VaultClient:
             text = f"{where}: {operation} failed ({reply.status}: {detail})" + (
                 f"; {hint}" if hint else ""
             )
-        return VaultError(text)
+        error = VaultError(text)
+        error.status = reply.status
+        return error
+
+    def _token_invalid(self) -> bool:
+        """After a 403: is the token itself invalid? A valid token may look itself up
+        (the default policy); an expired, revoked or foreign one is denied that too
+        (OpenBao answers both with 403 "permission denied", so only this tells)."""
+        if not self.token:
+            return False
+        try:
+            probe = self.send("GET", "auth/token/lookup-self", timeout=10)
+        except VaultError:
+            return False  # unreachable now: say what we know, the 403
+        return probe.status == 403
 
     # --- the fast read path -------------------------------------------------------------
     def read_pool(self, workers: int, pipeline: int, timeout: float | None = None) -> Any:

@@ -54,10 +54,12 @@ class MetadataReader:
         where = f"Vault at {self.client.label}"
         what = f"read {mount}metadata"
         if answer.status in (401, 403):
-            raise VaultError(
+            denied = VaultError(
                 f"{where} denied {what} ({answer.status}: {answer.error}); "
                 "give the token the policy in docs/vault-policy.md"
             )
+            denied.status = answer.status
+            raise denied
         if answer.status == 0:
             raise VaultError(
                 f"cannot reach {where} during the catalog walk ({answer.error}); run the "

@@ -301,15 +301,17 @@ def test_version_mismatch_is_refused_or_warned_and_old_backups_fail(
     assert proc.returncode == ExitCode.USAGE
     assert "2.6.0" in line and "--allow-version-mismatch" in line
 
-    # With the flag it warns loudly and runs; the backup is older than 1 s: exit 12.
-    code, report = drill(
-        config_path,
-        "--runtime",
-        "process",
-        "--allow-version-mismatch",
-        "--max-backup-age",
-        "1s",
-    )
-    assert code == ExitCode.BACKUP_TOO_OLD, report["verdict"]
+    # With the flag it warns loudly and runs.
+    code, report = drill(config_path, "--runtime", "process", "--allow-version-mismatch")
+    assert code == 0, report["verdict"]
     assert report["checks"]["passed"] is True
     assert "2.6.0" in report["drill"]["version_warning"]
+
+    # A backup older than max_backup_age fails (exit 12) before anything is fetched or
+    # started, and says its age in a readable unit.
+    code, report = drill(config_path, "--runtime", "process", "--max-backup-age", "1s")
+    assert code == ExitCode.BACKUP_TOO_OLD, report["verdict"]
+    assert report["checks"] is None and report["drill"]["isolated"] is None
+    assert set(report["stages"]) == set(), report["stages"]
+    assert "old, above drill.max_backup_age 1 s" in report["verdict"], report["verdict"]
+    assert " 0.0 h" not in report["verdict"]

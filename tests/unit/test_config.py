@@ -130,3 +130,18 @@ def test_token_comes_from_env_or_file(tmp_path: Path, monkeypatch: pytest.Monkey
     del data["vault"]["token_env"]
     data["vault"]["token_file"] = str(token_file)
     assert parse(data).vault.auth.token.read() == "s.file"
+
+
+def test_a_typo_of_a_required_key_is_named() -> None:
+    from dr.config import parse_config
+    from dr.errors import ConfigError
+
+    data = {
+        "cluster": "prod",
+        "vault": {"adr": "http://127.0.0.1:8200"},
+        "storage": {"type": "file", "path": "/var/lib/dr"},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "dr.yaml", Path("/etc/dr"), {})
+    assert "at 'vault.addr'" in str(info.value)
+    assert "'adr' is set: did you mean 'addr'?" in str(info.value)

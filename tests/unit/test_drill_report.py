@@ -6,6 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from dr.errors import BackupTooOld, DrillFailed, ExitCode, IntegrityError, RTOExceeded
 from dr.ops.checks import MISSING, OK, CheckReport, FamilyResult
 from dr.ops.drill import DrillResult
@@ -73,3 +75,14 @@ def test_passing_report_has_no_failures() -> None:
     suite = ET.fromstring(to_junit(r).split("\n", 1)[1])
     assert suite.get("failures") == "0" and int(suite.get("tests", "0")) >= 3
     assert to_json(r)["verdict"] == "PASSED"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "0.2 s"), (1, "1 s"), (45, "45 s"), (600, "10 min"), (5.2 * 3600, "5.2 h"),
+     (3 * 86400 + 4 * 3600, "3 d 4 h")],
+)  # fmt: skip
+def test_ages_read_in_a_readable_unit(seconds: float, text: str) -> None:
+    from dr.progress import human_duration
+
+    assert human_duration(seconds) == text
