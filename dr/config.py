@@ -9,6 +9,7 @@ The full reference is docs/config.md.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,18 +291,46 @@ RECIPIENT_OPTIONS: dict[str, Callable[[Section, Path], dict[str, Any]]] = {
 }
 
 
+def default_recipient_name(kind: str, options: Mapping[str, Any]) -> str:
+    """`kms-vault-backup` (alias/vault-backup), `kms-1234abcd` (a key id or ARN),
+    `x25519-<8 chars of the public key>`, `keyfile-<file stem>`, `transit-<key>`."""
+    if kind == "aws-kms":
+        key = str(options.get("key_id", ""))
+        # an alias names itself; a key id or key ARN: its first 8 characters
+        tail = key.split("alias/", 1)[1] if "alias/" in key else key.rsplit("/", 1)[-1][:8]
+        base = "kms-" + tail
+    elif kind == "x25519":
+        base = "x25519-" + str(options.get("recipient", "")).removeprefix("vdr1")[:8]
+    elif kind == "keyfile":
+        base = "keyfile-" + Path(str(options.get("path", "key"))).stem
+    else:
+        base = "transit-" + str(options.get("key", ""))
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-")[:63]
+    return cleaned or kind
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
+
+
 def _encryption(s: Section, base: Path) -> EncryptionConfig:
     recipients = []
     names: set[str] = set()
     # A break-glass config may pin the writer key alone (recipients come from --identity).
     alone = s.has("writer") or s.has("allow_unsigned")
-    for i, r in enumerate(s.sections("recipients", required=not alone)):
+    for r in s.sections("recipients", required=not alone):
         kind = r.req_str("type", choices=tuple(RECIPIENT_OPTIONS))
-        name = r.text("name", f"{kind}-{i}", pattern=r"[A-Za-z0-9._-]+") or ""
+        explicit = r.text("name", pattern=r"[A-Za-z0-9._-]+")
+        options = RECIPIENT_OPTIONS[kind](r, base)
+        # Unnamed: a name derived from the key, so it stays the same when the list is
+        # reordered or grows (a position-based name moved with every edit).
+        name = explicit or _unique(default_recipient_name(kind, options), names)
         if name in names:
             raise r.error("name", f"'{name}' is used by two recipients; names must be unique")
         names.add(name)
-        options = RECIPIENT_OPTIONS[kind](r, base)
         r.done()
         recipients.append(RecipientConfig(kind, name, options, r.where))
     if not recipients and not alone:

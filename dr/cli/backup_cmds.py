@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,15 @@ import click
 from dr.cli import output
 from dr.cli.state import State, open_backup, pass_state
 from dr.crypto.recipients import select_wrappers
-from dr.errors import PartialCatalog
+from dr.errors import PartialCatalog, StorageError
 from dr.manifest import Layout, Manifest
 from dr.ops.backup import run_backup
 from dr.ops.find import list_backups
 from dr.ops.verify import verify_backup
 from dr.progress import Progress, human_bytes
 from dr.storage.factory import open_store
+
+log = logging.getLogger(__name__)
 
 
 def _progress(state: State, label: str) -> Progress:
@@ -104,6 +107,15 @@ def list_(state: State, as_json: bool) -> None:
         writer=config.encryption.writer_trusted,
         allow_unsigned=True,  # listing only: an unsigned backup is shown (SIGNED column)
     )
+    # Unfinished uploads of killed runs (S3 multipart uploads, file-store temp files):
+    # invisible in the bucket listing, but they cost storage until removed.
+    try:
+        uploads = store.list_incomplete_uploads(
+            Layout(config.storage.prefix, config.cluster).cluster_prefix
+        )
+    except StorageError as exc:  # a reader role without ListBucketMultipartUploads
+        log.info("cannot list unfinished uploads: %s", exc.message)
+        uploads = []
     if as_json:
         _emit_json(
             {
@@ -111,6 +123,7 @@ def list_(state: State, as_json: bool) -> None:
                 "store": store.describe(),
                 "backups": [summary(m) for m in listing.backups],
                 "incomplete": listing.incomplete,
+                "incomplete_uploads": uploads,
                 "unreadable": listing.unreadable,
             }
         )
@@ -155,6 +168,13 @@ def list_(state: State, as_json: bool) -> None:
         )
     for bad in listing.unreadable:
         output.note(f"warning: unreadable manifest {bad}", level="warning", key=bad)
+    if uploads:
+        output.note(
+            f"note: {len(uploads)} unfinished upload(s) of killed runs ({', '.join(uploads[:3])}"
+            f"{', ...' if len(uploads) > 3 else ''}): they cost storage until aborted; the "
+            "bucket's AbortIncompleteMultipartUpload lifecycle rule (terraform/) removes them",
+            incomplete_uploads=len(uploads),
+        )
 
 
 @click.command()

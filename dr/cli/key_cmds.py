@@ -162,15 +162,17 @@ def _indent(text: str) -> str:
 @click.option(
     "--add",
     multiple=True,
-    metavar="NAME",
-    help="Wrap the data key for the config's recipient NAME (repeatable).",
+    metavar="NAME|KEY",
+    help="Wrap the data key for a configured recipient, named by its name, its label "
+    "(type:name, as dr list shows) or its key (KMS alias/ARN/key id, vdr1... public key, "
+    "key file path, transit key). Repeatable.",
 )
 @click.option(
     "--remove",
     multiple=True,
-    metavar="NAME",
-    help="Drop the stanza of recipient NAME, as dr list shows it (repeatable). With --add "
-    "of the same NAME: replace it (rotation).",
+    metavar="NAME|KEY",
+    help="Drop the stanza of a recipient, named as for --add or by the stored key id "
+    "(repeatable). With --add of the same recipient: replace it (rotation).",
 )
 @click.option(
     "--identity",

@@ -9,10 +9,14 @@ catalog.enc are never read or written: their S3 VersionIds, which the manifest p
 stay what they were. On a versioned bucket the old manifest stays in the version
 history; the file store replaces it.
 
-Names: `--add NAME` wraps for the recipient called NAME in the current config;
-`--remove NAME` drops the stanzas called NAME (the names `dr list` shows), whether or
-not the config still has that recipient. Both together for one name replace its stanza
-with one made by the current config (rotation to a new key under the same name).
+Names: `--add X` wraps for the configured recipient X names: its name, the label
+`dr list` shows (`aws-kms:kms-vault-backup`) or its key (KMS alias, ARN or key id,
+`vdr1...` public key, key file path, transit key); `--remove X` drops the stanzas X
+names the same way (or by their stored key id / KMS alias), whether or not the config
+still has that recipient. Unnamed recipients are named after their key
+(dr/config.py `default_recipient_name`), so names survive edits of the list. Both
+together for one recipient replace its stanza with one made by the current config
+(rotation to a new key under the same name).
 Adding a name the backup already has, or removing one it does not have, changes
 nothing, so a rerun is harmless. A backup is never left without a recipient.
 
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dr.config import Config
+from dr.config import Config, RecipientConfig
 from dr.crypto.recipients import (
     KeyWrapper,
     Stanza,
@@ -132,17 +136,73 @@ class _Openers:
         return self._wrappers
 
 
+def recipient_keys(recipient: RecipientConfig) -> set[str]:
+    """What an operator may type for a configured recipient: its name, the label
+    `dr list` shows (`type:name`), and its key: KMS alias/ARN/key id, `vdr1...` public
+    key, key file path, transit key name."""
+    keys = {recipient.name, f"{recipient.type}:{recipient.name}"}
+    for option in ("key_id", "recipient", "key", "path"):
+        value = recipient.options.get(option)
+        if isinstance(value, str | Path) and str(value):
+            keys.add(str(value))
+    return keys
+
+
+def _configured(config: Config, given: str, flag: str) -> RecipientConfig | None:
+    """The one configured recipient `given` names (by name, label or key), None when
+    none does; UsageError when several do."""
+    matches = [r for r in config.encryption.recipients if given in recipient_keys(r)]
+    if not matches and Path(given).expanduser().exists():
+        target = Path(given).expanduser().resolve()
+        matches = [
+            r
+            for r in config.encryption.recipients
+            if "path" in r.options and Path(str(r.options["path"])).resolve() == target
+        ]
+    if len(matches) > 1:
+        raise UsageError(
+            f"{flag} {given}: several recipients match ({', '.join(r.name for r in matches)}); "
+            "give the name instead"
+        )
+    return matches[0] if matches else None
+
+
 def _adders(config: Config, names: Sequence[str]) -> list[KeyWrapper]:
-    configured = [r.name for r in config.encryption.recipients]
-    for name in names:
-        if name not in configured:
-            have = ", ".join(configured) or "none"
+    chosen: list[str] = []
+    for given in names:
+        match = _configured(config, given, "--add")
+        if match is None:
+            have = ", ".join(r.name for r in config.encryption.recipients) or "none"
             raise UsageError(
-                f"--add {name}: {config.source} has no recipient named '{name}' (it has: "
-                f"{have}); add it to encryption.recipients first"
+                f"--add {given}: {config.source} has no recipient with that name, label or "
+                f"key (it has: {have}); add it to encryption.recipients first"
             )
+        chosen.append(match.name)
     by_name = {w.name: w for w in build_recipients(config.encryption)}
-    return [by_name[n] for n in dict.fromkeys(names)]
+    return [by_name[n] for n in dict.fromkeys(chosen)]
+
+
+def removal_names(config: Config, manifest: Manifest, given: Sequence[str]) -> set[str]:
+    """The stanza names of `manifest` that `--remove` values name: a stanza's name, its
+    label (`type:name`) or its key id, or a configured recipient (by name, label or
+    key) whose stanza is there."""
+    names: set[str] = set()
+    for value in given:
+        configured = _configured(config, value, "--remove")
+        for stanza in manifest.recipients:
+            # (an aws-kms stanza keeps the configured key, e.g. the alias, as `alias`)
+            own = (stanza.name, f"{stanza.type}:{stanza.name}", stanza.key_id)
+            if (
+                value in own
+                or value == stanza.body.get("alias")
+                or (
+                    configured is not None
+                    and configured.type == stanza.type
+                    and configured.name == stanza.name
+                )
+            ):
+                names.add(stanza.name)
+    return names
 
 
 def plan_one(
@@ -234,7 +294,7 @@ def run_rewrap(
                 store, layout, which, writer=trust.writer, allow_unsigned=trust.allow_unsigned
             )
         ]
-    changes = [plan_one(m, adders, set(remove), openers) for m in manifests]
+    changes = [plan_one(m, adders, removal_names(config, m, remove), openers) for m in manifests]
     if not dry_run:
         for change in changes:
             if change.changed:

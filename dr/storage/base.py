@@ -129,8 +129,8 @@ class BackupStore(Protocol):
 
     def abort_incomplete_uploads(self, prefix: str) -> int:
         """Remove what `list_incomplete_uploads` names; returns how many. Run it only
-        while no backup is writing (hold dr.lock): it cannot tell a dead upload from a
-        live one."""
+        while no backup is writing (there is no run lock yet, issue 10): it cannot tell
+        a dead upload from a live one."""
         ...
 
 

@@ -36,6 +36,7 @@ from tests.integration.drutil import (
     bao_cli_restore,
     differing_secrets,
     dr_json,
+    keyfile_recipient,
     one_line_error,
     run_dr,
     s3_storage,
@@ -199,6 +200,47 @@ def test_kms_down_verify_and_restore_work_with_identity_only(
     result = json.loads(proc.stdout)
     assert result["passed"] is True
     assert result["checks"]["total_checked"] >= len(bao.secrets)
+
+
+def test_rewrap_takes_keys_and_unnamed_recipients_keep_their_names(
+    tmp_path: Path, bao: Any, moto_server: MotoServer
+) -> None:
+    """An operator rotating "from key A to key B" types the keys' aliases; unnamed
+    recipients are named after their keys, so reordering the list renames nothing."""
+    unnamed_a = {k: v for k, v in kms(moto_server, "a").items() if k != "name"}
+    unnamed_b = {k: v for k, v in kms(moto_server, "b").items() if k != "name"}
+    name_a = "kms-" + unnamed_a["key_id"].split("alias/", 1)[1]
+    name_b = "kms-" + unnamed_b["key_id"].split("alias/", 1)[1]
+    local = keyfile_recipient(tmp_path)
+    storage = {"type": "file", "path": str(tmp_path / "store")}
+    config_a = write_config(tmp_path, addr=bao.addr, storage=storage, recipients=[unnamed_a, local])
+    # B added FIRST: with position-based names A would have become "aws-kms-1".
+    config_ba = write_config(
+        tmp_path,
+        addr=bao.addr,
+        storage=storage,
+        recipients=[unnamed_b, unnamed_a, local],
+        name="ba.yaml",
+    )
+    made = dr_json("backup", config=config_a, token=bao.root_token)
+    assert made["recipients"] == [f"aws-kms:{name_a}", "keyfile:local"]
+    result = dr_json(
+        "rewrap",
+        "--backup",
+        made["backup_id"],
+        "--add",
+        unnamed_b["key_id"],  # the alias, as the operator knows the key
+        "--remove",
+        unnamed_a["key_id"],
+        config=config_ba,
+    )
+    (change,) = result["backups"]
+    assert change["written"], change
+    assert sorted(change["after"]) == sorted([f"aws-kms:{name_b}", "keyfile:local"]), change
+    # A value that names nothing is one line naming what the config has.
+    proc = run_dr("rewrap", "--backup", made["backup_id"], "--add", "alias/none", config=config_ba)
+    line = one_line_error(proc)
+    assert proc.returncode == ExitCode.USAGE and name_a in line and name_b in line, line
 
 
 def test_rewrap_from_kms_a_to_kms_b_keeps_the_data_objects(

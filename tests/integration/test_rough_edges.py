@@ -286,3 +286,27 @@ def test_a_mount_the_policy_misses_never_costs_the_snapshot(
         assert report["checks"]["total_checked"] >= 10
     finally:
         server.stop()
+
+
+def test_list_reports_unfinished_uploads_of_killed_runs(
+    bao: Any, seaweed: Any, versioned_bucket: str, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.integration.drutil import s3_storage
+
+    config = write_config(
+        tmp_path,
+        addr=bao.addr,
+        storage=s3_storage(seaweed, versioned_bucket),
+        recipients=[keyfile_recipient(tmp_path)],
+    )
+    # What a SIGKILLed backup leaves: a multipart upload nobody completes or aborts.
+    s3 = seaweed.client()
+    key = "prod/prod/20261202T000000Z-abcdef/snapshot.enc"
+    s3.create_multipart_upload(Bucket=versioned_bucket, Key=key)
+    proc = run_dr("list", "--json", config=config)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["incomplete_uploads"] == [key]
+    text = run_dr("list", config=config)
+    assert "1 unfinished upload(s) of killed runs" in text.stderr, text.stderr

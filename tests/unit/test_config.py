@@ -145,3 +145,25 @@ def test_a_typo_of_a_required_key_is_named() -> None:
         parse_config(data, "dr.yaml", Path("/etc/dr"), {})
     assert "at 'vault.addr'" in str(info.value)
     assert "'adr' is set: did you mean 'addr'?" in str(info.value)
+
+
+def test_unnamed_recipients_are_named_after_their_keys() -> None:
+    from dr.config import parse_config
+
+    kms = {"type": "aws-kms", "key_id": "alias/vault-backup", "region": "us-east-1"}
+    arn = {**kms, "key_id": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd"}
+    key = {"type": "keyfile", "path": "/etc/dr/local.key"}
+
+    def names(recipients: list[dict[str, str]]) -> list[str]:
+        data = {
+            "cluster": "prod",
+            "storage": {"type": "file", "path": "/var/lib/dr"},
+            "encryption": {"recipients": recipients},
+        }
+        config = parse_config(data, "dr.yaml", Path("/etc/dr"), {})
+        return [r.name for r in config.encryption.recipients]
+
+    assert names([kms, arn, key]) == ["kms-vault-backup", "kms-1234abcd", "keyfile-local"]
+    # Reordered or grown, every name stays what it was.
+    assert names([key, arn, kms]) == ["keyfile-local", "kms-1234abcd", "kms-vault-backup"]
+    assert names([kms, {**kms}]) == ["kms-vault-backup", "kms-vault-backup-2"]

@@ -182,7 +182,8 @@ def test_usage_errors(site: Site) -> None:
     with pytest.raises(UsageError, match="either"):
         run_rewrap(config, which=m.backup_id, all_backups=True, add=["a"])
     with pytest.raises(
-        UsageError, match=r"--add nope: dr.yaml has no recipient named 'nope' \(it has: a\)"
+        UsageError,
+        match=r"--add nope: dr.yaml has no recipient with that name, label or key \(it has: a\)",
     ):
         run_rewrap(config, which=m.backup_id, all_backups=False, add=["nope"])
 
