@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from dr.cli import output
-from dr.cli.state import State, open_backup, pass_state
+from dr.cli.state import State, jitter_option, open_backup, pass_state
+from dr.cli.state import jitter as sleep_jitter
 from dr.crypto.recipients import select_wrappers
 from dr.errors import PartialCatalog, StorageError
 from dr.manifest import Layout, Manifest
@@ -63,14 +64,16 @@ def summary(m: Manifest) -> dict[str, Any]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@jitter_option
 @pass_state
-def backup(state: State, as_json: bool) -> None:
+def backup(state: State, as_json: bool, jitter: float) -> None:
     """Take, check, encrypt and store a snapshot and catalog; print the backup id.
 
     Exits 0 only once the manifest (the commit marker) is stored; 14 when it is stored
     but the catalog could not cover some mounts (the policy does not name them).
     """
-    config = state.config()
+    config = state.config()  # a broken config fails now, not after the jitter
+    sleep_jitter(jitter)
     result = run_backup(config, progress=_progress(state, "snapshot"))
     m = result.manifest
     if as_json:

@@ -64,12 +64,13 @@ def cli(
 
 
 def _register_commands() -> None:
-    from dr.cli import backup_cmds, demo_cmd, key_cmds, restore_cmds
+    from dr.cli import backup_cmds, demo_cmd, key_cmds, report_cmds, restore_cmds
 
     for command in (
         *backup_cmds.COMMANDS,
         *restore_cmds.COMMANDS,
         *key_cmds.COMMANDS,
+        *report_cmds.COMMANDS,
         demo_cmd.demo,
     ):
         cli.add_command(command)

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from dr.cli import output as cli_output
-from dr.cli.state import State, open_backup, pass_state
+from dr.cli.state import State, jitter_option, open_backup, pass_state
+from dr.cli.state import jitter as sleep_jitter
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper, select_wrappers
 from dr.errors import UsageError
@@ -345,6 +346,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     "NOT ISOLATED); without it such a drill refuses to start (exit 2).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
+@jitter_option
 @identity_option
 @allow_unsigned_option
 @skip_unauthentic_option
@@ -362,6 +364,7 @@ def drill(
     allow_version_mismatch: bool,
     allow_unisolated: bool,
     as_json: bool,
+    jitter: float,
     identity: Path | None,
     skip_unauthentic: bool,
     allow_unsigned: bool,
@@ -377,6 +380,8 @@ def drill(
     from dr.ops.drill import DrillOptions, run_drill
     from dr.ops.report import failure, to_json, to_markdown, write_reports
 
+    state.config()  # a broken config fails now, not after the jitter
+    sleep_jitter(jitter)
     config, store, manifest = open_backup(
         state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
     )

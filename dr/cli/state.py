@@ -48,3 +48,43 @@ def open_backup(
     )
     warn_if_unsigned(manifest)
     return config, store, manifest
+
+
+def _jitter_seconds(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+    from dr.configschema import parse_duration
+    from dr.errors import ConfigError
+
+    if value is None:
+        return 0.0
+    try:
+        return parse_duration(value, "command line", "--jitter") or 0.0
+    except ConfigError as exc:
+        raise click.BadParameter(exc.problem) from None
+
+
+jitter_option = click.option(
+    "--jitter",
+    "jitter",
+    callback=_jitter_seconds,
+    metavar="DURATION",
+    help="Sleep a random time up to DURATION first (e.g. 10m), so a fleet of hosts on "
+    "the same cron schedule does not hit Vault and S3 in the same second.",
+)
+
+
+def jitter(seconds: float) -> None:
+    """Sleep uniformly in [0, seconds); logged so a slow start is explained."""
+    if seconds <= 0:
+        return
+    import logging
+    import secrets
+    import time
+
+    pause = secrets.randbelow(max(1, int(seconds * 1000))) / 1000
+    logging.getLogger("dr.cli").info(
+        "jitter: sleeping %.1f s of at most %.0f s first",
+        pause,
+        seconds,
+        extra={"jitter_seconds": pause},
+    )
+    time.sleep(pause)

@@ -76,6 +76,8 @@ class SecretEntry:
     current_version: int | None = None
     created_time: str | None = None
     updated_time: str | None = None
+    # kv-v2: when the version the snapshot holds was written (rotation reports).
+    version_time: str | None = None
 
     @property
     def full_path(self) -> str:
@@ -203,8 +205,10 @@ def classify_kv2(metadata: dict[str, Any], start: float, end: float) -> dict[str
     snapshot_version = max(before) if before else None
     deleted = False
     destroyed = False
+    version_time: str | None = None
     if snapshot_version is not None:
         info = versions.get(str(snapshot_version), {})
+        version_time = str(info.get("created_time") or "") or None
         deletion = parse_time(str(info.get("deletion_time", "")))
         if deletion is not None:
             if deletion < start:
@@ -230,6 +234,7 @@ def classify_kv2(metadata: dict[str, Any], start: float, end: float) -> dict[str
         "current_version": int(metadata.get("current_version") or 0) or None,
         "created_time": metadata.get("created_time"),
         "updated_time": metadata.get("updated_time"),
+        "version_time": version_time,
     }
 
 

@@ -310,3 +310,20 @@ def test_list_reports_unfinished_uploads_of_killed_runs(
     assert json.loads(proc.stdout)["incomplete_uploads"] == [key]
     text = run_dr("list", config=config)
     assert "1 unfinished upload(s) of killed runs" in text.stderr, text.stderr
+
+
+def test_jitter_sleeps_a_random_part_of_the_duration_first(bao: Any, tmp_path: Path) -> None:
+    import re
+
+    config = write_config(
+        tmp_path,
+        addr=bao.addr,
+        storage={"type": "file", "path": str(tmp_path / "store")},
+        recipients=[keyfile_recipient(tmp_path)],
+    )
+    proc = run_dr("-v", "backup", "--jitter", "1s", config=config, token=bao.root_token)
+    assert proc.returncode == 0, proc.stderr
+    match = re.search(r"jitter: sleeping ([0-9.]+) s of at most 1 s first", proc.stderr)
+    assert match and 0 <= float(match.group(1)) < 1, proc.stderr
+    bad = run_dr("backup", "--jitter", "soon", config=config, token=bao.root_token)
+    assert bad.returncode == ExitCode.USAGE and "--jitter" in bad.stderr, bad.stderr
