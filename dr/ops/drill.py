@@ -54,6 +54,7 @@ from dr.runtime.base import (
     ThrowawayVault,
 )
 from dr.runtime.isolation import WORKDIR_PREFIX, claim_workdir, sweep_workdirs
+from dr.runtime.sealrelay import check_relayable
 from dr.storage.base import BackupStore
 from dr.vault.connection import VaultClient
 from dr.vault.generate_root import RootToken, generate_root, generate_root_with_keys, revoke_self
@@ -351,6 +352,8 @@ def run_drill(
                 need_recovery=True,
             )
             result.seal_checks = check.checks
+            if record.auto and options.seal:
+                check_relayable(options.seal)  # before anything is fetched or started
             secrets = seal_secrets(options.seal) if record.auto and options.seal else {}
         with clock.stage("fetch"):
             fetched = fetch_backup(store, manifest, wrappers, spool_parent=workdir)

@@ -186,6 +186,17 @@ def _copy_loop(a: socket.socket, b: socket.socket) -> None:
                     socket.socket.shutdown(peer[sock], socket.SHUT_WR)
 
 
+def check_relayable(seal: SealSettings) -> None:
+    """Only transit seals can be relayed: the transit seal's client dials a unix socket,
+    the AWS SDK of the awskms seal cannot. UsageError (exit 2) otherwise."""
+    if seal.type != "transit":
+        raise UsageError(
+            f"{seal.where}: a drill of an {seal.type}-sealed backup cannot reach its seal "
+            "from the isolated throwaway yet (only transit seals are relayed); restore it "
+            "with dr restore into a server configured with the same seal (docs/restore.md)"
+        )
+
+
 def relay_for_server(
     seal: SealSettings | None, secrets: dict[str, str], sock_dir: Path, seen_as: str
 ) -> tuple[str, SealRelay | None]:
@@ -194,12 +205,7 @@ def relay_for_server(
     mounts `sock_dir` elsewhere)."""
     if seal is None:
         return "", None
-    if seal.type != "transit":
-        raise UsageError(
-            f"{seal.where}: a drill of an {seal.type}-sealed backup cannot reach its seal "
-            "from the isolated throwaway yet (only transit seals are relayed); restore it "
-            "with dr restore into a server configured with the same seal (docs/restore.md)"
-        )
+    check_relayable(seal)
     relay = SealRelay(seal, sock_dir / "seal.sock").start()
     stanza = server_stanza(seal, address=f"unix://{seen_as}", secrets=secrets)
     return stanza, relay

@@ -88,3 +88,66 @@ def test_credentials_for_the_stanza_come_from_the_chain(moto: Any, aws_env: Any)
     assert secrets["secret_key"] == moto.secret_key
     stanza = server_stanza(settings(moto, "k"), address=moto.endpoint_url, secrets=secrets)
     assert json.dumps(moto.secret_key) in stanza
+
+
+def test_drill_of_an_awskms_backup_is_refused_before_anything_starts(
+    moto: Any, aws_env: Any, bao: Any, tmp_path: Path
+) -> None:
+    """A backup recorded from an awskms-sealed cluster (made here by re-sealing a real
+    backup's manifest with that record, as such a cluster's backup would carry): the
+    throwaway could not reach KMS from its isolation, so the drill refuses at the
+    preflight, with nothing fetched or started."""
+    from dr.config import load_config
+    from dr.crypto.recipients import build_recipients
+    from dr.errors import ExitCode
+    from dr.manifest import MANIFEST_NAME, Layout
+    from dr.ops.backup import load_writer
+    from dr.ops.find import resolve_backup, unlock
+    from dr.storage.factory import open_store
+    from tests.integration.drutil import (
+        dr_json,
+        keyfile_recipient,
+        one_line_error,
+        run_dr,
+        write_config,
+        write_keys,
+    )
+
+    key = aws_env.create_key()["KeyMetadata"]["KeyId"]
+    keys = write_keys(
+        tmp_path / "init.json", {"recovery_keys_b64": bao.keys.raw["unseal_keys_b64"]}
+    )
+    seal = {
+        "type": "awskms",
+        "kms_key_id": key,
+        "region": moto.region,
+        "endpoint": moto.endpoint_url,
+    }
+    path = write_config(
+        tmp_path,
+        addr=bao.addr,
+        storage={"type": "file", "path": str(tmp_path / "store")},
+        recipients=[keyfile_recipient(tmp_path)],
+        extra={"drill": {"unseal_keys_file": str(keys), "seal": seal}},
+    )
+    backup_id = dr_json("backup", config=path, token=bao.root_token)["backup_id"]
+    config = load_config(str(path))
+    store = open_store(config.storage)
+    layout = Layout(config.storage.prefix, config.cluster)
+    manifest = resolve_backup(store, layout, backup_id)
+    data_key, _ = unlock(manifest, build_recipients(config.encryption))
+    manifest.vault_seal = SealRecord(
+        type="awskms", threshold=1, shares=1, recovery_seal=True,
+        key={"kms_key_id": key, "region": moto.region}, key_source="drill.seal",
+    ).to_json()  # fmt: skip
+    manifest.seal(data_key)
+    manifest.sign(load_writer(config))
+    store.put_bytes(layout.key(backup_id, MANIFEST_NAME), manifest.dumps())
+
+    proc = run_dr("drill", "--json", "--runtime", "process", config=path, timeout=300)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    line = one_line_error(proc)
+    assert "only transit seals are relayed" in line and "dr restore" in line, line
+    report = json.loads(proc.stdout)
+    assert set(report["stages"]) == {"preflight", "teardown"}, report["stages"]
+    assert report["drill"]["isolated"] is None
