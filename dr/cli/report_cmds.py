@@ -8,6 +8,12 @@ from pathlib import Path
 
 import click
 
+from dr.cli.restore_cmds import (
+    allow_unsigned_option,
+    backup_option,
+    identity_option,
+    wrappers_for,
+)
 from dr.cli.state import State, open_backup, pass_state
 
 
@@ -24,25 +30,10 @@ def report() -> None:
     show_default=True,
     help="List the kv-v2 secrets whose version at the backup is older than this many days.",
 )
-@click.option(
-    "--backup",
-    "which",
-    default="latest",
-    show_default=True,
-    metavar="ID|latest",
-    help="The backup whose catalog is read: an id from dr list, or latest.",
-)
+@backup_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--identity",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="An offline identity file (dr keygen), tried first, e.g. when the KMS is gone.",
-)
-@click.option(
-    "--allow-unsigned",
-    is_flag=True,
-    help="Accept a backup without a writer signature (named in a warning).",
-)
+@identity_option
+@allow_unsigned_option
 @pass_state
 def rotation(
     state: State,
@@ -54,13 +45,12 @@ def rotation(
 ) -> None:
     """Kv-v2 secrets not rotated in DAYS days, grouped by namespace, mount and path
     prefix, from the backup's catalog: no secret value is read, no Vault is needed."""
-    from dr.crypto.recipients import select_wrappers
     from dr.ops.find import unlock
     from dr.ops.rotation import rotation_report, table
     from dr.ops.verify import load_catalog
 
     config, store, manifest = open_backup(state, which, allow_unsigned=allow_unsigned)
-    data_key, _ = unlock(manifest, select_wrappers(config.encryption, identity))
+    data_key, _ = unlock(manifest, wrappers_for(config, identity))
     catalog = load_catalog(store, manifest, data_key)
     result = rotation_report(catalog, days=days, now=time.time())
     if as_json:

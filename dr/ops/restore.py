@@ -54,6 +54,7 @@ from dr.vault.cluster import (
 from dr.vault.connection import VaultClient, VaultUnreachable
 from dr.vault.generate_root import RootToken, generate_root, revoke_self
 from dr.vault.raft import restore_snapshot
+from dr.vault.raft_nodes import HEALTH_ROLES
 from dr.vault.seal import Node, SealConfig, UnsealKeys, load_unseal_keys
 from dr.vault.sealconf import SealSettings
 
@@ -169,7 +170,6 @@ SETTLE_TIMEOUT = 120.0  # one deadline: one node active, every other one a servi
 DISCOVERY_WAIT = 10.0  # for sys/ha-status to list every raft server after a leader change
 SAME_CLUSTER_WATCH = 8.0  # a same-cluster restore normally does not seal: watch this long
 POLL = 0.2
-_HEALTH_ROLES = {200: "active", 429: "standby", 503: "sealed"}
 
 
 class TargetNode:
@@ -211,7 +211,7 @@ class TargetNode:
 
     @property
     def role(self) -> str:
-        return _HEALTH_ROLES.get(self.health or 0, "unreachable")
+        return HEALTH_ROLES.get(self.health or 0, "unreachable")
 
     def result(self) -> NodeResult:
         sealed = None if self.health is None else self.health == 503
@@ -220,7 +220,7 @@ class TargetNode:
     def describe(self) -> str:
         if self.health == 429 and self.served is False:
             return f"standby, not serving yet ({self.why})"
-        if self.health in _HEALTH_ROLES or self.health is None:
+        if self.health in HEALTH_ROLES or self.health is None:
             return self.role
         return f"health {self.health}"
 

@@ -27,18 +27,16 @@ from dr.vault.seal import Node, SourceKey, UnsealKeys
 log = logging.getLogger(__name__)
 
 ACTIVE, STANDBY, SEALED, UNREACHABLE = "active", "standby", "sealed", "unreachable"
+# sys/health codes (standbyok=false, sealedcode=503) and the role each one means.
+HEALTH_ROLES = {200: ACTIVE, 429: STANDBY, 503: SEALED}
 
 
 def role(node: Node) -> str:
     """active (health 200), standby (429), sealed (503), else unreachable/other."""
     code = node.health_code()
-    if code == 200:
-        return ACTIVE
-    if code == 429:
-        return STANDBY
-    if code == 503:
-        return SEALED
-    return UNREACHABLE if code is None else f"health {code}"
+    if code is None:
+        return UNREACHABLE
+    return HEALTH_ROLES.get(code, f"health {code}")
 
 
 def join(

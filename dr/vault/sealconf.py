@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from dr.errors import UsageError
 from dr.vault.auth import Credential
@@ -142,8 +143,6 @@ class SealSettings:
     def host_port(self) -> tuple[str, int, bool]:
         """(host, port, tls) of the endpoint the seal talks to (transit address, or
         the KMS endpoint)."""
-        from urllib.parse import urlsplit
-
         url = self.address if self.type == "transit" else (self.endpoint or "")
         if not url:
             url = f"https://kms.{self.region}.amazonaws.com"
