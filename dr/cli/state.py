@@ -82,7 +82,7 @@ def jitter(seconds: float) -> None:
 
     pause = secrets.randbelow(max(1, int(seconds * 1000))) / 1000
     logging.getLogger("dr.cli").info(
-        "jitter: sleeping %.1f s of at most %.0f s first",
+        "jitter: sleeping %.3f s of at most %g s first",  # exact: 0.96 is not "1.0"
         pause,
         seconds,
         extra={"jitter_seconds": pause},
