@@ -51,6 +51,13 @@ DEFAULT_MAX_BACKUP_AGE = 26 * 3600.0
 # is never sent to another server by accident.
 TRANSIT_TOKEN_ENV = "VAULT_TRANSIT_TOKEN"  # noqa: S105 - a variable name
 CLUSTER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+DEFAULT_MIN_KEEP = 3
+DEFAULT_DEBRIS_GRACE = 24 * 3600.0
+DEFAULT_LOCK_LEASE = 300.0
+DEFAULT_SCHEDULE = 6 * 3600.0
+# status.max_backup_age: two missed 6-hourly runs plus an hour.
+DEFAULT_STATUS_BACKUP_AGE = 13 * 3600.0
+DEFAULT_STATUS_DRILL_AGE = 100 * 86400.0  # a quarterly drill, plus ten days
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,79 @@ class DrillConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """`retention:`, restic's keep rules (docs/retention.md). A backup is kept when any
+    rule keeps it; the protections (the newest backup, the newest verified and the
+    newest drilled one, `min_keep`, Object Lock) win over every rule and over max_age."""
+
+    keep_last: int = 0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    min_keep: int = DEFAULT_MIN_KEEP
+    max_age: float | None = None  # older than this is removed even if a keep rule keeps it
+    # Objects of runs that wrote no manifest (and unfinished uploads) younger than this
+    # may belong to a run still writing: left alone.
+    debris_grace: float = DEFAULT_DEBRIS_GRACE
+
+    @property
+    def configured(self) -> bool:
+        """Whether any rule says what to keep; prune refuses to run without one."""
+        keeps = (self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly,
+                 self.keep_monthly, self.keep_yearly)  # fmt: skip
+        return any(keeps) or self.max_age is not None
+
+
+@dataclass(frozen=True)
+class LockConfig:
+    """`lock:`: the per-cluster run lock of backup, prune and rewrap (docs/locking.md)."""
+
+    lease: float = DEFAULT_LOCK_LEASE  # a holder that stops renewing loses it after this
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    """`status:`, the thresholds of `dr status` (docs/status.md)."""
+
+    schedule: float = DEFAULT_SCHEDULE  # how often `dr backup` runs: the RPO when healthy
+    max_backup_age: float = DEFAULT_STATUS_BACKUP_AGE
+    max_drill_age: float = DEFAULT_STATUS_DRILL_AGE
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """`metrics:` (docs/metrics.md): a node_exporter textfile and/or a Pushgateway."""
+
+    textfile: Path | None = None
+    pushgateway: str | None = None
+    job: str = "vault_dr"
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """`alerts:` (docs/alerts.md). A Slack webhook URL is a secret: prefer
+    webhook_url_env / webhook_url_file; `webhook_url` is for receivers whose URL is not."""
+
+    webhook: Credential | None = None
+    format: str = "slack"  # slack | generic
+    on_drill: bool = False  # post every drill's result, not only failures and recoveries
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     cluster: str
     vault: VaultConfig
     storage: StorageConfig
     encryption: EncryptionConfig
     drill: DrillConfig = field(default_factory=DrillConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<config>"
     base_dir: Path = field(default_factory=Path.cwd)
 
@@ -434,6 +508,65 @@ def _drill(s: Section, base: Path) -> DrillConfig:
     )
 
 
+def _retention(s: Section) -> RetentionConfig:
+    def count(key: str, default: int = 0) -> int:
+        return s.integer(key, default, minimum=0)
+
+    return RetentionConfig(
+        keep_last=count("keep_last"),
+        keep_hourly=count("keep_hourly"),
+        keep_daily=count("keep_daily"),
+        keep_weekly=count("keep_weekly"),
+        keep_monthly=count("keep_monthly"),
+        keep_yearly=count("keep_yearly"),
+        min_keep=s.integer("min_keep", DEFAULT_MIN_KEEP, minimum=1),
+        max_age=s.duration("max_age", None) or None,
+        debris_grace=s.duration("debris_grace", DEFAULT_DEBRIS_GRACE) or 0.0,
+    )
+
+
+def _lock(s: Section) -> LockConfig:
+    lease = s.duration("lease", DEFAULT_LOCK_LEASE) or DEFAULT_LOCK_LEASE
+    if lease < 10:
+        raise s.error("lease", "must be at least 10s (the holder renews it every third)")
+    return LockConfig(lease=lease)
+
+
+def _status(s: Section) -> StatusConfig:
+    return StatusConfig(
+        schedule=s.duration("schedule", DEFAULT_SCHEDULE) or DEFAULT_SCHEDULE,
+        max_backup_age=s.duration("max_backup_age", DEFAULT_STATUS_BACKUP_AGE)
+        or DEFAULT_STATUS_BACKUP_AGE,
+        max_drill_age=s.duration("max_drill_age", DEFAULT_STATUS_DRILL_AGE)
+        or DEFAULT_STATUS_DRILL_AGE,
+    )
+
+
+def _metrics(s: Section, base: Path) -> MetricsConfig:
+    return MetricsConfig(
+        textfile=_path(s, "textfile", base),
+        pushgateway=s.text("pushgateway", pattern=r"https?://\S+", hint="an http(s):// URL"),
+        job=s.text("job", "vault_dr", pattern=r"[A-Za-z_][A-Za-z0-9_]*") or "vault_dr",
+    )
+
+
+def _alerts(s: Section, base: Path) -> AlertsConfig:
+    plain = s.text("webhook_url", pattern=r"https?://\S+", hint="an http(s):// URL")
+    if plain is not None:
+        for other in ("webhook_url_env", "webhook_url_file"):
+            if s.has(other):
+                raise s.error(other, "set one of webhook_url, webhook_url_env, webhook_url_file")
+        webhook: Credential | None = Credential(value=plain, where=s.path("webhook_url"))
+    else:
+        webhook = _credential(s, base, "webhook_url", required=False)
+    return AlertsConfig(
+        webhook=webhook,
+        format=s.text("format", "slack", choices=("slack", "generic")) or "slack",
+        on_drill=s.flag("on_drill", False),
+        timeout=s.duration("timeout", 10.0) or 10.0,
+    )
+
+
 def parse_config(
     data: Any, source: str, base_dir: Path, env: Mapping[str, str] | None = None
 ) -> Config:
@@ -453,6 +586,11 @@ def parse_config(
         if top.has("encryption")
         else EncryptionConfig(recipients=()),
         drill=parse_with(top.section("drill"), lambda s: _drill(s, base_dir)),
+        retention=parse_with(top.section("retention"), _retention),
+        lock=parse_with(top.section("lock"), _lock),
+        status=parse_with(top.section("status"), _status),
+        metrics=parse_with(top.section("metrics"), lambda s: _metrics(s, base_dir)),
+        alerts=parse_with(top.section("alerts"), lambda s: _alerts(s, base_dir)),
         source=source,
         base_dir=base_dir,
     )

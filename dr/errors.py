@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     BACKUP_TOO_OLD = 12  # the newest backup is older than drill.max_backup_age
     SEAL = 13  # seal preflight: the seal key or the unseal/recovery key quorum is unusable
     PARTIAL = 14  # backup stored, but its catalog is partial (mounts the token cannot list)
+    STALE = 15  # dr status: the newest backup or the newest passing drill is too old (or none)
     INTERRUPTED = 130  # SIGINT/SIGTERM
 
 
@@ -116,6 +117,13 @@ class SealError(DRError):
     byte of the snapshot is sent."""
 
     exit_code = ExitCode.SEAL
+
+
+class StatusStale(DRError):
+    """`dr status`: no backup or no passing drill within status.max_backup_age /
+    status.max_drill_age. The report is printed first; this is its one-line verdict."""
+
+    exit_code = ExitCode.STALE
 
 
 class PartialCatalog(DRError):

@@ -67,6 +67,21 @@ class Layout:
         role = name.removesuffix(".enc")
         return f"{self.cluster}/{backup_id}/{role}"
 
+    # Beside the backups, never parsed as one (`backup_id_of` is None for them):
+    @property
+    def lock_key(self) -> str:
+        """The per-cluster run lock (dr/storage/lock.py)."""
+        return f"{self.cluster_prefix}lock.json"
+
+    @property
+    def records_prefix(self) -> str:
+        """Drill and verify records (dr/ops/records.py), one object per run."""
+        return f"{self.cluster_prefix}records/"
+
+    def state_key(self, command: str) -> str:
+        """The last result of a command, for alerts on recovery (dr/ops/alerts.py)."""
+        return f"{self.cluster_prefix}state/{command}.json"
+
     def backup_id_of(self, key: str) -> str | None:
         rest = key[len(self.cluster_prefix) :] if key.startswith(self.cluster_prefix) else ""
         backup_id, _, _ = rest.partition("/")

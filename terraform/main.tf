@@ -1,20 +1,25 @@
-# Storage and keys for vault-dr. Credentials for these roles must NOT come from the Vault
-# being backed up: use instance/task roles or another identity provider.
+# Storage for vault-dr: one versioned, Object-Locked bucket per cluster. Credentials for
+# the roles (iam.tf) must NOT come from the Vault being backed up: use instance/task
+# roles, IRSA or GitHub's OIDC provider.
 #
 # A stored version can never be made noncurrent, expired or deleted by the backup
-# writer: Object Lock (COMPLIANCE) holds every version for object_lock_days, the writer's
-# overwrites of data objects are refused (write-once keys, `If-None-Match: *`, iam.tf and
-# the bucket policy below) and only the bucket owner can change the lifecycle rule.
+# writer: Object Lock holds every version for object_lock_days, the writer's overwrites
+# of data objects are refused (write-once keys, `If-None-Match: *`, iam.tf and the
+# bucket policy) and no role of this module can change the lifecycle, the lock or the
+# bucket policy.
 
 data "aws_caller_identity" "current" {}
+data "aws_region" "current" {}
+data "aws_partition" "current" {}
 
 resource "aws_s3_bucket" "backups" {
   #checkov:skip=CKV_AWS_18:Server access logs need a second bucket this module does not own; audit with CloudTrail S3 data events (terraform/README.md).
-  #checkov:skip=CKV_AWS_144:The replica region/account is deployment-specific; add replication of this bucket outside this module (terraform/README.md).
-  #checkov:skip=CKV2_AWS_62:Nothing consumes S3 event notifications; dr list, dr verify and the drill report are the monitoring.
+  #checkov:skip=CKV2_AWS_62:Nothing consumes S3 event notifications; dr status, the metrics and the drill report are the monitoring.
+  #checkov:skip=CKV_AWS_144:Cross-region replication is a variable (replication_enabled, replication.tf), off by default: it needs a second region and doubles the cost.
   bucket = var.bucket_name
-  # Object Lock can only be turned on when the bucket is created, and never off again.
+  # Object Lock is turned on at creation; it can never be turned off again.
   object_lock_enabled = true
+  tags                = var.tags
 }
 
 # No ACLs: the bucket owner owns every object, access is by policy only.
@@ -33,15 +38,14 @@ resource "aws_s3_bucket_versioning" "backups" {
   }
 }
 
-# COMPLIANCE: no principal, the account root included, can delete a version or shorten
-# its retention before it ends. A version made noncurrent (an old manifest.json after
-# `dr rewrap`) is therefore kept at least object_lock_days from its creation, which the
-# precondition keeps >= the noncurrent-version expiry below.
+# Every new version is locked for object_lock_days from its creation. A version made
+# noncurrent (an old manifest.json after `dr rewrap`, an old lock.json) is therefore kept
+# at least that long, which the precondition keeps >= the noncurrent-version expiry.
 resource "aws_s3_bucket_object_lock_configuration" "backups" {
   bucket = aws_s3_bucket.backups.id
   rule {
     default_retention {
-      mode = "COMPLIANCE"
+      mode = var.object_lock_mode
       days = var.object_lock_days
     }
   }
@@ -63,18 +67,25 @@ resource "aws_s3_bucket_public_access_block" "backups" {
   restrict_public_buckets = true
 }
 
-# Defence in depth only: vault-dr encrypts client-side before upload.
+# Defence in depth only: vault-dr encrypts client-side before upload. The bucket key
+# makes S3 ask KMS once per bucket key rather than once per object (cost, throttling);
+# the key policy (kms.tf) lets S3 use the key for this bucket only.
 resource "aws_s3_bucket_server_side_encryption_configuration" "backups" {
   bucket = aws_s3_bucket.backups.id
   rule {
     apply_server_side_encryption_by_default {
-      sse_algorithm = "aws:kms"
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.backup.arn
     }
+    bucket_key_enabled = true
   }
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "backups" {
   bucket = aws_s3_bucket.backups.id
+  # Noncurrent versions: old manifests (rewrap), lock and state rewrites, and whatever
+  # a writer replaced. Current versions are never expired here: removing backups is
+  # dr prune's job (docs/retention.md), which keeps the newest verified one.
   rule {
     id     = "expire-noncurrent"
     status = "Enabled"
@@ -82,8 +93,14 @@ resource "aws_s3_bucket_lifecycle_configuration" "backups" {
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_days
     }
+  }
+  # A killed backup leaves an unfinished multipart upload: invisible, but billed.
+  rule {
+    id     = "abort-incomplete-uploads"
+    status = "Enabled"
+    filter {}
     abort_incomplete_multipart_upload {
-      days_after_initiation = 2
+      days_after_initiation = var.abort_incomplete_multipart_days
     }
   }
   depends_on = [aws_s3_bucket_versioning.backups]
@@ -102,33 +119,4 @@ resource "aws_s3_bucket_policy" "backups" {
   # The public access block first: a policy with a Principal "*" Deny is not public, but
   # S3 evaluates the block when the policy is put.
   depends_on = [aws_s3_bucket_public_access_block.backups]
-}
-
-# Same as the default key policy (the account delegates key access to IAM, where the
-# roles in iam.tf get exactly what they need), written out so that it is reviewed here.
-data "aws_iam_policy_document" "kms" {
-  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" is this key only; kms:* for the account root is the AWS default key policy, which hands key access to IAM.
-  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" is this key only (KMS key policies take no other resource).
-  #checkov:skip=CKV_AWS_109:The account root administers the key, as in the AWS default key policy; without it the key becomes unmanageable.
-  statement {
-    sid       = "AccountAdministersKeyThroughIAM"
-    actions   = ["kms:*"]
-    resources = ["*"]
-    principals {
-      type        = "AWS"
-      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
-    }
-  }
-}
-
-resource "aws_kms_key" "backup" {
-  description             = "vault-dr data key wrapping for cluster ${var.cluster}"
-  enable_key_rotation     = true
-  deletion_window_in_days = 30
-  policy                  = data.aws_iam_policy_document.kms.json
-}
-
-resource "aws_kms_alias" "backup" {
-  name          = "alias/vault-backup-${var.cluster}"
-  target_key_id = aws_kms_key.backup.key_id
 }

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from dr.cli import output
+from dr.cli.reporting import metrics_file_option, reported
 from dr.cli.state import State, jitter_option, open_backup, pass_state
 from dr.cli.state import jitter as sleep_jitter
 from dr.crypto.recipients import select_wrappers
@@ -65,35 +66,40 @@ def summary(m: Manifest) -> dict[str, Any]:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @jitter_option
+@metrics_file_option
 @pass_state
-def backup(state: State, as_json: bool, jitter: float) -> None:
+def backup(state: State, as_json: bool, jitter: float, metrics_file: Path | None) -> None:
     """Take, check, encrypt and store a snapshot and catalog; print the backup id.
 
     Exits 0 only once the manifest (the commit marker) is stored; 14 when it is stored
     but the catalog could not cover some mounts (the policy does not name them).
     """
-    config = state.config()  # a broken config fails now, not after the jitter
-    sleep_jitter(jitter)
-    result = run_backup(config, progress=_progress(state, "snapshot"))
-    m = result.manifest
-    if as_json:
-        _emit_json(
-            {
-                **summary(m),
-                "store": result.store,
-                "seconds": round(result.seconds, 3),
-                "mounts_skipped": list(result.mounts_skipped),
-            }
-        )
-    else:
-        click.echo(m.backup_id)
-    if result.mounts_skipped:
-        raise PartialCatalog(
-            f"backup {m.backup_id} is stored, but its catalog misses "
-            f"{len(result.mounts_skipped)} mount(s) the token may not list: "
-            f"{' | '.join(result.mounts_skipped)[:300]}; the snapshot holds them, a drill "
-            "cannot check them: extend the backup policy (docs/vault-policy.md)"
-        )
+    # Metrics and alerts of every outcome (docs/metrics.md, docs/alerts.md); the config
+    # loads on entering, so a broken one fails now, not after the jitter.
+    with reported(state, "backup", metrics_file) as run:
+        config = run.config
+        sleep_jitter(jitter)
+        result = run_backup(config, progress=_progress(state, "snapshot"))
+        run.backup(result)  # stored: counted so also when it ends in exit 14 below
+        m = result.manifest
+        if as_json:
+            _emit_json(
+                {
+                    **summary(m),
+                    "store": result.store,
+                    "seconds": round(result.seconds, 3),
+                    "mounts_skipped": list(result.mounts_skipped),
+                }
+            )
+        else:
+            click.echo(m.backup_id)
+        if result.mounts_skipped:
+            raise PartialCatalog(
+                f"backup {m.backup_id} is stored, but its catalog misses "
+                f"{len(result.mounts_skipped)} mount(s) the token may not list: "
+                f"{' | '.join(result.mounts_skipped)[:300]}; the snapshot holds them, a "
+                "drill cannot check them: extend the backup policy (docs/vault-policy.md)"
+            )
 
 
 @click.command(name="list")
@@ -225,7 +231,13 @@ def verify(
         state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
     )
     wrappers = select_wrappers(config.encryption, identity)
-    result = verify_backup(store, manifest, wrappers, progress=_progress(state, "verify"))
+    result = verify_backup(
+        store,
+        manifest,
+        wrappers,
+        progress=_progress(state, "verify"),
+        record_in=Layout(config.storage.prefix, config.cluster),  # for dr status and prune
+    )
     if as_json:
         _emit_json(result.to_json())
     else:

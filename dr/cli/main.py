@@ -64,13 +64,23 @@ def cli(
 
 
 def _register_commands() -> None:
-    from dr.cli import backup_cmds, demo_cmd, key_cmds, report_cmds, restore_cmds
+    from dr.cli import (
+        backup_cmds,
+        demo_cmd,
+        key_cmds,
+        prune_cmd,
+        report_cmds,
+        restore_cmds,
+        status_cmd,
+    )
 
     for command in (
         *backup_cmds.COMMANDS,
         *restore_cmds.COMMANDS,
         *key_cmds.COMMANDS,
         *report_cmds.COMMANDS,
+        *status_cmd.COMMANDS,
+        *prune_cmd.COMMANDS,
         demo_cmd.demo,
     ):
         cli.add_command(command)

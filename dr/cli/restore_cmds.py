@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from dr.cli import output as cli_output
+from dr.cli.reporting import metrics_file_option, reported
 from dr.cli.state import State, jitter_option, open_backup, pass_state
 from dr.cli.state import jitter as sleep_jitter
 from dr.config import Config
@@ -347,6 +348,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report on stdout.")
 @jitter_option
+@metrics_file_option
 @identity_option
 @allow_unsigned_option
 @skip_unauthentic_option
@@ -365,6 +367,7 @@ def drill(
     allow_unisolated: bool,
     as_json: bool,
     jitter: float,
+    metrics_file: Path | None,
     identity: Path | None,
     skip_unauthentic: bool,
     allow_unsigned: bool,
@@ -380,36 +383,43 @@ def drill(
     from dr.ops.drill import DrillOptions, run_drill
     from dr.ops.report import failure, to_json, to_markdown, write_reports
 
-    state.config()  # a broken config fails now, not after the jitter
-    sleep_jitter(jitter)
-    config, store, manifest = open_backup(
-        state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
-    )
-    options = DrillOptions(
-        runtime=runtime or config.drill.runtime,
-        allow_version_mismatch=allow_version_mismatch,
-        unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
-        recovery_keys_file=recovery_keys_file or config.drill.recovery_keys_file,
-        seal=config.drill.seal,
-        nodes=config.drill.nodes,
-        rto_objective=rto_objective if rto_objective is not None else config.drill.rto_objective,
-        max_backup_age=(  # --max-backup-age 0: off for this run
-            (max_backup_age or None) if max_backup_age is not None else config.drill.max_backup_age
-        ),
-        allow_unisolated=allow_unisolated,
-        binary_sha256=config.drill.binary_sha256,
-        image_digest=config.drill.image_digest,
-    )
-    result = run_drill(config, store, manifest, wrappers_for(config, identity), options)
-    for path in write_reports(result, report_dir, junit):
-        cli_output.note(f"report: {path}", report=str(path))
-    if as_json:
-        click.echo(json.dumps(to_json(result), indent=2))
-    else:
-        click.echo(to_markdown(result), nl=False)
-    error = failure(result)
-    if error is not None:
-        raise error
+    # Metrics and alerts of every outcome (docs/metrics.md, docs/alerts.md); the config
+    # loads on entering, so a broken one fails now, not after the jitter.
+    with reported(state, "drill", metrics_file) as run:
+        sleep_jitter(jitter)
+        config, store, manifest = open_backup(
+            state, which, skip_unauthentic=skip_unauthentic, allow_unsigned=allow_unsigned
+        )
+        if rto_objective is None:
+            rto_objective = config.drill.rto_objective
+        if max_backup_age is None:
+            max_backup_age = config.drill.max_backup_age
+        elif max_backup_age == 0:  # --max-backup-age 0: off for this run
+            max_backup_age = None
+        options = DrillOptions(
+            runtime=runtime or config.drill.runtime,
+            allow_version_mismatch=allow_version_mismatch,
+            unseal_keys_file=unseal_keys_file or config.drill.unseal_keys_file,
+            recovery_keys_file=recovery_keys_file or config.drill.recovery_keys_file,
+            seal=config.drill.seal,
+            nodes=config.drill.nodes,
+            rto_objective=rto_objective,
+            max_backup_age=max_backup_age,
+            allow_unisolated=allow_unisolated,
+            binary_sha256=config.drill.binary_sha256,
+            image_digest=config.drill.image_digest,
+        )
+        result = run_drill(config, store, manifest, wrappers_for(config, identity), options)
+        run.drill(result)  # before its failure is raised: a failed drill measured things too
+        for path in write_reports(result, report_dir, junit):
+            cli_output.note(f"report: {path}", report=str(path))
+        if as_json:
+            click.echo(json.dumps(to_json(result), indent=2))
+        else:
+            click.echo(to_markdown(result), nl=False)
+        error = failure(result)
+        if error is not None:
+            raise error
 
 
 COMMANDS: tuple[click.Command, ...] = (restore, decrypt, drill)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import dr
 from dr.config import Config
@@ -43,9 +43,12 @@ from dr.manifest import (
     ObjectRecord,
     new_backup_id,
 )
+from dr.ops.locking import cluster_lock
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore, ObjectRef
 from dr.storage.factory import open_store
+from dr.storage.lock import RunLock
+from dr.timesource import Now, utcnow
 from dr.vault.auth import AuthSettings, Credential
 from dr.vault.catalog import CatalogWalker
 from dr.vault.clock import calibrate
@@ -124,7 +127,10 @@ def run_backup(
     token: str | None = None,
     progress: Progress | None = None,
     store: BackupStore | None = None,
+    now: Now = utcnow,
 ) -> BackupResult:
+    """`now`: the wall clock the backup id and created_at come from (tests inject one to
+    make backups of simulated days; the server clock calibration stays real)."""
     started = time.monotonic()
     progress = progress or NullProgress()
     check_backup_config(config)
@@ -138,8 +144,9 @@ def run_backup(
         settings = replace(
             settings, auth=AuthSettings(token=Credential(value=token, where="token"))
         )
-    with connect(settings) as active:
-        return _backup(config, active, store, wrappers, progress, started, writer)
+    # One run per cluster; taken before Vault is touched, so a second run adds no load.
+    with cluster_lock(config, store, "backup", now=now) as lock, connect(settings) as active:
+        return _backup(config, active, store, wrappers, progress, started, writer, now, lock)
 
 
 def _backup(
@@ -150,6 +157,8 @@ def _backup(
     progress: Progress,
     started: float,
     writer: WriterKey | None = None,
+    now: Now = utcnow,
+    lock: RunLock | None = None,
 ) -> BackupResult:
     conn = active
     server = conn.server_info()
@@ -157,7 +166,7 @@ def _backup(
     seal = SealRecord.of_status(conn.client.unauthenticated("sys/seal-status"), config.drill.seal)
     check_outside(wrappers, server.cluster_id)  # no transit key inside this cluster
     layout = Layout(config.storage.prefix, config.cluster)
-    created = datetime.now(UTC)
+    created = now()
     backup_id = new_backup_id(created)
     log.info(
         "backup %s of %s (%s %s) started",
@@ -235,7 +244,7 @@ def _backup(
             cluster=config.cluster,
             backup_id=backup_id,
             created_at=_iso(created),
-            completed_at=_iso(datetime.now(UTC)),
+            completed_at=_iso(max(now(), created)),
             tool_version=dr.__version__,
             vault={
                 "addr": conn.addr,
@@ -267,6 +276,8 @@ def _backup(
         manifest.seal(data_key)
         if writer is not None:
             manifest.sign(writer)  # the proof that this job, not a bucket writer, made it
+        if lock is not None:
+            lock.check()  # a run that lost its lock (stalled past its lease) never commits
         # The commit marker: everything it names is stored, so the backup now exists.
         manifest_ref = store.put_bytes(
             layout.key(backup_id, MANIFEST_NAME),

@@ -136,7 +136,12 @@ def run_demo(
             )
         say("stopped the throwaway OpenBao")
     store = open_store(config.storage)
-    verified = verify_backup(store, result.manifest, build_recipients(config.encryption))
+    verified = verify_backup(
+        store,
+        result.manifest,
+        build_recipients(config.encryption),
+        record_in=Layout(config.storage.prefix, config.cluster),  # `dr status` sees it
+    )
     say(f"verified {verified.backup_id}: {', '.join(verified.checks)}")
     listing = list_backups(store, Layout(config.storage.prefix, config.cluster))
     return DemoResult(

@@ -35,15 +35,24 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from dr.config import Config
 from dr.crypto.recipients import KeyWrapper
-from dr.errors import BackupTooOld, DRError, UsageError, VaultError
-from dr.manifest import Manifest
+from dr.errors import (
+    BackupTooOld,
+    DRError,
+    DrillFailed,
+    ExitCode,
+    RTOExceeded,
+    UsageError,
+    VaultError,
+)
+from dr.manifest import Layout, Manifest
 from dr.ops.checks import CheckReport, check_catalog
 from dr.ops.fetch import FetchedBackup, fetch_backup
+from dr.ops.records import drill_summary, write_record
 from dr.ops.seal_preflight import preflight, seal_secrets
 from dr.progress import human_duration
 from dr.runtime.base import (
@@ -56,6 +65,7 @@ from dr.runtime.base import (
 from dr.runtime.isolation import WORKDIR_PREFIX, claim_workdir, sweep_workdirs
 from dr.runtime.sealrelay import check_relayable
 from dr.storage.base import BackupStore
+from dr.timesource import Now, utcnow
 from dr.vault.connection import VaultClient
 from dr.vault.generate_root import RootToken, generate_root, generate_root_with_keys, revoke_self
 from dr.vault.raft import restore_snapshot
@@ -137,6 +147,10 @@ class DrillResult:
     # Mounts the backup's catalog could not cover (exit 14 at backup time): in the
     # snapshot, so restored, but not checked. Reported, never counted as missing.
     not_cataloged: list[str] = field(default_factory=list)
+    # The backup's data key once fetched: MACs the drill record (dr/ops/records.py), then
+    # dropped. Never reported.
+    data_key: bytes | None = field(default=None, repr=False, compare=False)
+    record_key: str | None = None  # where the drill record was stored
 
     @property
     def verified(self) -> bool:
@@ -192,6 +206,43 @@ def too_old_message(age: float, limit: float) -> str:
         f"the backup is {human_duration(age)} old, above drill.max_backup_age "
         f"{human_duration(limit)}; check that dr backup runs (or pass --max-backup-age)"
     )
+
+
+def failure(result: DrillResult) -> DRError | None:
+    """The error a finished drill ends in (None when it passed): the one that stopped
+    it, else DrillFailed (10), RTOExceeded (11) or BackupTooOld (12). Its class carries
+    the exit code: nothing rewrites a code after an error is made."""
+    message = f"drill of {result.backup_id}: {verdict(result)}"
+    if result.exception is not None:
+        return result.exception
+    if result.checks is None or not result.checks.passed:
+        return DrillFailed(message)
+    if result.rto_exceeded:
+        return RTOExceeded(message)
+    if result.too_old:
+        return BackupTooOld(message)
+    return None
+
+
+def exit_code(result: DrillResult) -> int:
+    error = failure(result)
+    return int(error.exit_code) if error is not None else int(ExitCode.OK)
+
+
+def verdict(result: DrillResult) -> str:
+    if result.error:
+        return f"FAILED: {result.error}"
+    if result.checks is None or not result.checks.passed:
+        failures = result.checks.failures() if result.checks else []
+        return "FAILED: " + ("; ".join(failures[:3]) or "verification did not run")
+    if result.rto_exceeded:
+        return (
+            f"FAILED: RTO {result.rto_seconds:.1f} s is above the objective "
+            f"{result.rto_objective:.0f} s"
+        )
+    if result.too_old:
+        return f"FAILED: {too_old_message(result.rpo_seconds, result.max_backup_age or 0)}"
+    return "PASSED"
 
 
 def choose_runtime(
@@ -289,11 +340,40 @@ def run_drill(
     manifest: Manifest,
     wrappers: Sequence[KeyWrapper],
     options: DrillOptions,
+    *,
+    now: Now = utcnow,
 ) -> DrillResult:
     """Run one drill. Never raises for a drill FAILURE (missing paths, RTO): those are
-    in the result; raises DRError only for usage errors found before anything started."""
+    in the result; raises DRError only for usage errors found before anything started.
+
+    Every drill that ran (passed or failed) leaves a record beside the backups for
+    `dr status` and `dr prune` (dr/ops/records.py), MACed with the backup's data key."""
+    result = _run_drill(config, store, manifest, wrappers, options, now())
+    code = exit_code(result)
+    result.record_key = write_record(
+        store,
+        Layout(config.storage.prefix, config.cluster),
+        "drill",
+        manifest.backup_id,
+        passed=code == 0,
+        exit_code=code,
+        summary=drill_summary(result, code),
+        data_key=result.data_key,
+        now=now,
+    )
+    result.data_key = None
+    return result
+
+
+def _run_drill(
+    config: Config,
+    store: BackupStore,
+    manifest: Manifest,
+    wrappers: Sequence[KeyWrapper],
+    options: DrillOptions,
+    now: datetime,
+) -> DrillResult:
     t0 = time.monotonic()
-    now = datetime.now(UTC)
     result = DrillResult(
         backup_id=manifest.backup_id,
         cluster=manifest.cluster,
@@ -357,6 +437,7 @@ def run_drill(
             secrets = seal_secrets(options.seal) if record.auto and options.seal else {}
         with clock.stage("fetch"):
             fetched = fetch_backup(store, manifest, wrappers, spool_parent=workdir)
+            result.data_key = fetched.data_key
             result.recipient = f"{fetched.stanza.type}:{fetched.stanza.name}"
             result.not_cataloged = [
                 f"{item.get('namespace', '')}{item.get('mount', '')}"

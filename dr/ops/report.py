@@ -13,47 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import dr
-from dr.errors import BackupTooOld, DRError, DrillFailed, ExitCode, RTOExceeded
-from dr.ops.drill import STAGES, DrillResult, too_old_message
+from dr.ops.drill import STAGES, DrillResult, exit_code, failure, verdict
+
+# failure/exit_code/verdict live with DrillResult (the drill's record needs them too);
+# re-exported here, where callers have always found them.
+__all__ = ["exit_code", "failure", "to_json", "to_junit", "to_markdown", "verdict",
+           "write_reports"]  # fmt: skip
 
 REPORT_FORMAT = 1
-
-
-def failure(result: DrillResult) -> DRError | None:
-    """The error a finished drill ends in (None when it passed): the one that stopped
-    it, else DrillFailed (10), RTOExceeded (11) or BackupTooOld (12). Its class carries
-    the exit code: nothing rewrites a code after an error is made."""
-    message = f"drill of {result.backup_id}: {verdict(result)}"
-    if result.exception is not None:
-        return result.exception
-    if result.checks is None or not result.checks.passed:
-        return DrillFailed(message)
-    if result.rto_exceeded:
-        return RTOExceeded(message)
-    if result.too_old:
-        return BackupTooOld(message)
-    return None
-
-
-def exit_code(result: DrillResult) -> int:
-    error = failure(result)
-    return int(error.exit_code) if error is not None else int(ExitCode.OK)
-
-
-def verdict(result: DrillResult) -> str:
-    if result.error:
-        return f"FAILED: {result.error}"
-    if result.checks is None or not result.checks.passed:
-        failures = result.checks.failures() if result.checks else []
-        return "FAILED: " + ("; ".join(failures[:3]) or "verification did not run")
-    if result.rto_exceeded:
-        return (
-            f"FAILED: RTO {result.rto_seconds:.1f} s is above the objective "
-            f"{result.rto_objective:.0f} s"
-        )
-    if result.too_old:
-        return f"FAILED: {too_old_message(result.rpo_seconds, result.max_backup_age or 0)}"
-    return "PASSED"
 
 
 def to_json(result: DrillResult) -> dict[str, Any]:

@@ -48,9 +48,11 @@ from dr.crypto.recipients import (
 )
 from dr.errors import LockedError, UsageError
 from dr.manifest import MANIFEST_NAME, Layout, Manifest
-from dr.ops.find import list_backups, resolve_backup, trust_of, unlock
+from dr.ops.find import Trust, list_backups, resolve_backup, trust_of, unlock
+from dr.ops.locking import cluster_lock
 from dr.storage.base import BackupStore
 from dr.storage.factory import open_store
+from dr.timesource import Now, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,7 @@ def run_rewrap(
     dry_run: bool = False,
     store: BackupStore | None = None,
     allow_unsigned: bool = False,
+    now: Now = utcnow,
 ) -> RewrapResult:
     if not add and not remove:
         raise UsageError(
@@ -278,6 +281,23 @@ def run_rewrap(
     openers = _Openers(config, identity)
     store = store or open_store(config.storage)
     store.preflight(write=not dry_run)
+    if dry_run:  # reads only: no lock, so a plan can be shown while a backup runs
+        return _rewrap(config, store, which, all_backups, adders, remove, openers, dry_run, trust)
+    with cluster_lock(config, store, "rewrap", now=now):
+        return _rewrap(config, store, which, all_backups, adders, remove, openers, dry_run, trust)
+
+
+def _rewrap(
+    config: Config,
+    store: BackupStore,
+    which: str | None,
+    all_backups: bool,
+    adders: list[KeyWrapper],
+    remove: Sequence[str],
+    openers: _Openers,
+    dry_run: bool,
+    trust: Trust,
+) -> RewrapResult:
     layout = Layout(config.storage.prefix, config.cluster)
     skipped: list[str] = []
     if all_backups:

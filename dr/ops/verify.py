@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from dr.crypto.envelope import decrypt_stream
-from dr.crypto.recipients import KeyWrapper
-from dr.errors import IntegrityError
-from dr.manifest import Manifest, ObjectRecord
+from dr.crypto.recipients import KeyWrapper, Stanza
+from dr.errors import DRError, IntegrityError
+from dr.manifest import Layout, Manifest, ObjectRecord
 from dr.ops.find import unlock
+from dr.ops.records import write_record
 from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore
+from dr.timesource import Now, utcnow
 from dr.vault.catalog import Catalog
 from dr.vault.snapshot import SnapshotChecker, SnapshotInfo
 
@@ -154,10 +156,33 @@ def verify_backup(
     wrappers: Sequence[KeyWrapper],
     *,
     progress: Progress | None = None,
+    record_in: Layout | None = None,
+    now: Now = utcnow,
+) -> VerifyResult:
+    """Authenticate and check a whole backup without Vault. With `record_in` (the CLI
+    passes the cluster's layout) the outcome is stored as a verify record for `dr status`
+    and `dr prune` (dr/ops/records.py): MACed when it passed, bare when it failed."""
+    data_key: bytes | None = None
+    try:
+        data_key, stanza = unlock(manifest, wrappers)
+        result = _verify(store, manifest, data_key, stanza, progress or NullProgress())
+    except DRError as exc:
+        if record_in is not None:
+            write_record(store, record_in, "verify", manifest.backup_id, passed=False,
+                         exit_code=int(exc.exit_code), data_key=None, now=now,
+                         summary={"error": exc.message[:300]})  # fmt: skip
+        raise
+    if record_in is not None:
+        write_record(store, record_in, "verify", manifest.backup_id, passed=True, exit_code=0,
+                     data_key=data_key, now=now,
+                     summary={"seconds": round(result.seconds, 3)})  # fmt: skip
+    return result
+
+
+def _verify(
+    store: BackupStore, manifest: Manifest, data_key: bytes, stanza: Stanza, progress: Progress
 ) -> VerifyResult:
     started = time.monotonic()
-    progress = progress or NullProgress()
-    data_key, stanza = unlock(manifest, wrappers)
     checks = [f"data key unwrapped by {stanza.type}:{stanza.name}", "manifest MAC"]
     progress.label = "verify"
     info = authenticate_snapshot(store, manifest, data_key, progress=progress)

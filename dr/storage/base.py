@@ -62,6 +62,63 @@ class ObjectInfo:
     is_latest: bool = True
 
 
+@dataclass(frozen=True)
+class TaggedObject:
+    """A small object read with its ETag, for compare-and-swap writes (the run lock).
+
+    `data` is empty when the object is larger than the reader's `max_size` (`size`
+    says how large); `last_modified` is the store's own clock (S3: the server's)."""
+
+    data: bytes
+    etag: str
+    size: int
+    last_modified: datetime
+
+
+# -- retention primitives (dr prune, docs/retention.md) ----------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectLockStatus:
+    """The S3 Object Lock state of one version: a retention (`mode` GOVERNANCE or
+    COMPLIANCE until `retain_until`) and/or a legal hold. The file store has none."""
+
+    mode: str | None = None
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+
+    def locked(self, now: datetime) -> bool:
+        """Whether a permanent delete of the version is refused at `now`."""
+        retained = self.mode is not None and self.retain_until is not None
+        return self.legal_hold or (retained and self.retain_until is not None
+                                   and self.retain_until > now)  # fmt: skip
+
+    def describe(self) -> str:
+        parts = []
+        if self.mode is not None and self.retain_until is not None:
+            parts.append(f"{self.mode} retention until {self.retain_until.isoformat()}")
+        if self.legal_hold:
+            parts.append("legal hold ON")
+        return ", ".join(parts) or "no lock"
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """An unfinished upload: an S3 multipart upload (`upload_id` its UploadId) or a file
+    store temp file (`upload_id` its file name), with the time it was started."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class DeleteDenied(StorageError):
+    """The store refused a permanent delete for lack of rights (S3 AccessDenied)."""
+
+
+# -- end of retention primitives ---------------------------------------------------------
+
+
 @runtime_checkable
 class BackupStore(Protocol):
     """One place backups are kept. See the module docstring for the failure contract."""
@@ -129,9 +186,37 @@ class BackupStore(Protocol):
 
     def abort_incomplete_uploads(self, prefix: str) -> int:
         """Remove what `list_incomplete_uploads` names; returns how many. Run it only
-        while no backup is writing (there is no run lock yet, issue 10): it cannot tell
-        a dead upload from a live one."""
+        under the cluster's run lock (dr/storage/lock.py, `dr prune` takes it): it
+        cannot tell a dead upload from a live one."""
         ...
+
+    # -- retention primitives (dr prune, docs/retention.md) ------------------------------
+
+    def list_delete_markers(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The delete markers under `prefix` (size 0), by key, newest first per key;
+        none in the file store."""
+        ...
+
+    def delete_version(self, key: str, version_id: str | None) -> bool:
+        """Remove one version (or delete marker) PERMANENTLY, so its storage is freed;
+        `version_id` None only where the store keeps no versions (the file store).
+        Returns False when it was not there (not an error). Missing delete rights or
+        an Object Lock retention raise `DeleteDenied`."""
+        ...
+
+    def object_lock(self, key: str, version_id: str | None) -> ObjectLockStatus:
+        """The Object Lock state of one version (never locked in the file store)."""
+        ...
+
+    def list_uploads(self, prefix: str) -> builtins.list[UploadInfo]:
+        """Unfinished uploads under `prefix`, with the time each was started."""
+        ...
+
+    def abort_upload(self, upload: UploadInfo) -> bool:
+        """Abort (remove) one unfinished upload; False when it is gone already."""
+        ...
+
+    # -- end of retention primitives -------------------------------------------------
 
 
 def validate_key(key: str) -> str:
@@ -200,6 +285,16 @@ class StreamReader:
     @property
     def sha256(self) -> str:
         return self._digest.hexdigest()
+
+    def abort(self) -> None:
+        """Tell the wrapped stream that nobody will read on, if it can take the hint
+        (an `abort()` method: the backup pipeline, dr/ops/pipeline.py). A store calls it
+        from the caller's thread when the upload fails or is interrupted while another
+        thread (s3transfer's submission thread) may be blocked in read(): the stream
+        then raises there instead of blocking the transfer manager's shutdown."""
+        abort = getattr(self._stream, "abort", None)
+        if callable(abort):
+            abort()
 
     def read(self, size: int | None = -1) -> bytes:
         if self._eof and not self._pending:

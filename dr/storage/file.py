@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import fcntl
 import io
 import os
 import stat as stat_mod
@@ -27,10 +28,13 @@ from typing import BinaryIO
 from dr.errors import NotFoundError, StorageError
 from dr.storage.base import (
     COPY_BLOCK_SIZE,
+    DeleteDenied,
     ObjectInfo,
+    ObjectLockStatus,
     ObjectRef,
     Readable,
     StreamReader,
+    UploadInfo,
     validate_key,
     validate_prefix,
 )
@@ -189,6 +193,107 @@ class FileStore:
             self._prune_empty_dirs(path.parent)
         return removed
 
+    # -- run lock primitives (dr/storage/lock.py) --------------------------------------
+    # An OS lock: flock(LOCK_EX) on the lock file, held for the run. The kernel drops it
+    # when the process dies (SIGKILL too), so no lease is needed to recover. The file is
+    # written in place through the locked descriptor and never replaced or deleted: a
+    # new inode at the same path would be a second, independent lock.
+
+    def try_flock(self, key: str) -> HeldFlock | None:
+        """Lock `key`'s file (created 0600 if missing); None when another process holds it."""
+        path = self._path(key)
+        self._mkdirs(path.parent)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._os_error("opening the lock file", path, exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            raise self._os_error("locking", path, exc) from exc
+        return HeldFlock(path, fd)
+
+    def flock_held(self, key: str, *, max_size: int) -> bytes | None:
+        """What the file of a HELD lock says (at most `max_size` bytes); None when no
+        process holds it (a record left in the file is then a finished or dead run's)."""
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._os_error("opening the lock file", path, exc) from exc
+        try:
+            try:
+                # A shared probe, dropped at once; a run acquiring in this instant retries.
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return os.pread(fd, max_size + 1, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except OSError as exc:
+            raise self._os_error("reading the lock file", path, exc) from exc
+        finally:
+            os.close(fd)
+
+    # -- retention primitives (dr prune, docs/retention.md) ------------------------------
+    # No versions, no delete markers, no Object Lock: a delete is an unlink. An
+    # unfinished upload is a temp file; its "initiated" time is its last write.
+
+    def list_delete_markers(self, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        return iter(())
+
+    def delete_version(self, key: str, version_id: str | None) -> bool:
+        if version_id is not None:
+            return False  # no versions here, so not that one
+        return self._remove(self._path(key))
+
+    def _remove(self, path: Path) -> bool:
+        """Unlink one file for prune; False when it was gone already. A refusal is
+        DeleteDenied, so prune can name the rights it lacks."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except PermissionError as exc:
+            raise DeleteDenied(f"file store: deleting {path} was refused: {exc.strerror}") from exc
+        except OSError as exc:
+            raise self._os_error("deleting", path, exc) from exc
+        self._prune_empty_dirs(path.parent)
+        return True
+
+    def object_lock(self, key: str, version_id: str | None) -> ObjectLockStatus:
+        self._existing(key, version_id)
+        return ObjectLockStatus()
+
+    def list_uploads(self, prefix: str) -> builtins.list[UploadInfo]:
+        found: builtins.list[UploadInfo] = []
+        for key, path in self._temp_files(prefix):
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:  # finished (renamed) or removed while we walked
+                continue
+            initiated = datetime.fromtimestamp(mtime, tz=UTC)
+            found.append(UploadInfo(key=key, upload_id=path.name, initiated=initiated))
+        return found
+
+    def abort_upload(self, upload: UploadInfo) -> bool:
+        target = self._path(upload.key)
+        name = upload.upload_id
+        # Only a temp file of this very key: the id must not name any other file.
+        if "/" in name or not name.startswith(TEMP_PREFIX) or _temp_target(name) != target.name:
+            raise StorageError(
+                f"file store: {name!r} is not a temp file of {upload.key}; nothing removed"
+            )
+        return self._remove(target.parent / name)
+
+    # -- end of retention primitives -------------------------------------------------
+
     # -- helpers ----------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
@@ -278,6 +383,50 @@ class FileStore:
             f"file store: {doing} {path} failed: {cause}; check the path, permissions "
             "and free space"
         )
+
+
+class HeldFlock:
+    """An flock held on a lock file of the store; `release` (or process death) drops it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def write(self, data: bytes) -> None:
+        """Replace the file's content in place (the lock is on this inode)."""
+        fd = self._require()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(
+                f"file store: writing the lock file {self.path} failed: "
+                f"{exc.strerror or exc}; check the path, permissions and free space"
+            ) from exc
+
+    def still_ours(self) -> bool:
+        """Whether the path still names the inode we hold: a lock file deleted or
+        replaced under us means another run may hold a lock on the new one."""
+        fd = self._require()
+        try:
+            held, now = os.fstat(fd), os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def _require(self) -> int:
+        if self._fd is None:
+            raise StorageError(f"file store: the lock on {self.path} was already released")
+        return self._fd
 
 
 def _temp_target(name: str) -> str:

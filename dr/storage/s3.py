@@ -5,9 +5,8 @@ the caller's non-seekable stream one part at a time, uploads parts on a small th
 pool, and aborts the multipart upload itself when anything fails (a part, the caller's
 stream, Ctrl-C), so a failed run leaves no debris it could name. botocore retries
 throttling, 5xx and connection errors (standard mode); a killed process can still leave
-an upload behind, which `list_incomplete_uploads`/`abort_incomplete_uploads` find (for
-the retention command that is still to come, issue 10; nothing calls them on a schedule
-yet).
+an upload behind, which `list_incomplete_uploads`/`abort_incomplete_uploads` find
+(`dr prune` removes them, under the per-cluster run lock, dr/storage/lock.py).
 
 Every request that carries data carries `x-amz-checksum-sha256` (ChecksumAlgorithm):
 PutObject and every UploadPart. AWS refuses writes into Object Lock buckets without
@@ -38,10 +37,14 @@ from botocore.config import Config
 from dr.errors import DRError, IntegrityError, NotFoundError, StorageError, UsageError
 from dr.storage.base import (
     COPY_BLOCK_SIZE,
+    DeleteDenied,
     ObjectInfo,
+    ObjectLockStatus,
     ObjectRef,
     Readable,
     StreamReader,
+    TaggedObject,
+    UploadInfo,
     validate_key,
     validate_prefix,
 )
@@ -80,6 +83,8 @@ _STREAM_BROKEN = (
     botocore.exceptions.IncompleteReadError,
 )
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
+# A conditional write (If-Match / If-None-Match) that did not happen: lost the race.
+_CONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _ACCESS_CODES = frozenset({
     "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled",
@@ -317,6 +322,156 @@ class S3Store:
                 continue
             aborted += 1
         return aborted
+
+    # -- run lock primitives (dr/storage/lock.py) --------------------------------------
+    # Compare-and-swap on one small object: create with `If-None-Match: *`, replace with
+    # `If-Match: <etag>`. No delete right is needed (release overwrites).
+
+    def get_tagged(self, key: str, *, max_size: int) -> TaggedObject | None:
+        """The latest version of `key` with its ETag; None when there is none (or a
+        delete marker is the latest). A body above `max_size` is not read (data b"")."""
+        validate_key(key)
+        try:
+            response = self._get_object(key, None)
+        except NotFoundError:
+            return None
+        body = response["Body"]
+        size = int(response.get("ContentLength") or 0)
+        try:
+            with self._errors("GetObject", key):
+                data = b"" if size > max_size else body.read(max_size + 1)
+        finally:
+            body.close()
+        return TaggedObject(
+            data=data if len(data) <= max_size else b"",
+            etag=str(response.get("ETag") or ""),
+            size=size,
+            last_modified=response["LastModified"],
+        )
+
+    def put_if(self, key: str, data: bytes, *, etag: str | None) -> str | None:
+        """Write `data` to `key` only if `key` does not exist (`etag` None) or its
+        latest version still has `etag`. Returns the new ETag, or None when the
+        condition failed: 412 PreconditionFailed (someone else wrote), or 409
+        ConditionalRequestConflict (a concurrent conditional write; the caller re-reads
+        and decides again)."""
+        validate_key(key)
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentType": "application/json",
+            "ChecksumAlgorithm": "SHA256",  # Object Lock buckets demand a checksum
+        }
+        if etag is None:
+            args["IfNoneMatch"] = "*"
+        else:
+            args["IfMatch"] = etag
+        try:
+            response = self._client.put_object(**args)
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") in _CONDITION_CODES or status in (409, 412):
+                return None
+            raise self._map_error(exc, "PutObject", key) from exc
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "PutObject", key) from exc
+        new_etag = response.get("ETag")
+        if not new_etag:  # a provider that leaves it out: the write is ours, read it back
+            new_etag = self._head(key, None).get("ETag")
+        return str(new_etag)
+
+    # -- retention primitives (dr prune, docs/retention.md) ------------------------------
+    # Permanent deletes (DeleteObject with a VersionId): a delete without one only adds
+    # a delete marker and frees nothing. The pruner role needs s3:DeleteObject,
+    # s3:DeleteObjectVersion, s3:AbortMultipartUpload, s3:ListBucketVersions, and
+    # s3:GetObjectRetention / s3:GetObjectLegalHold (without them HEAD leaves the lock
+    # fields out, and a locked version would look unlocked).
+
+    def list_delete_markers(self, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        for page in self._pages("ListObjectVersions", "list_object_versions", prefix):
+            for item in page.get("DeleteMarkers", ()):
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size=0,
+                    last_modified=item["LastModified"],
+                    version_id=item.get("VersionId"),
+                    is_latest=bool(item.get("IsLatest", False)),
+                )
+
+    def delete_version(self, key: str, version_id: str | None) -> bool:
+        """Looked up first, like `delete`: SeaweedFS 4.48 answers a delete of a
+        VersionId it does not have with success and may make an OLDER version the
+        latest (docs/facts.md), which for a manifest would bring an old one back."""
+        validate_key(key)
+        if version_id is None:
+            raise StorageError(
+                f"S3 DeleteObject s3://{self.bucket}/{key}: no version id given; a delete "
+                "without one only adds a delete marker (refused: nothing would be freed)"
+            )
+        if not self._has_version(key, version_id):
+            return False
+        self._destructive(
+            "DeleteObject",
+            key,
+            version_id,
+            lambda: self._client.delete_object(Bucket=self.bucket, Key=key, VersionId=version_id),
+        )
+        return True
+
+    def object_lock(self, key: str, version_id: str | None) -> ObjectLockStatus:
+        head = self._head(key, version_id)
+        return ObjectLockStatus(
+            mode=head.get("ObjectLockMode") or None,
+            retain_until=head.get("ObjectLockRetainUntilDate"),
+            legal_hold=head.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def list_uploads(self, prefix: str) -> builtins.list[UploadInfo]:
+        validate_prefix(prefix)
+        found: builtins.list[UploadInfo] = []
+        for page in self._pages("ListMultipartUploads", "list_multipart_uploads", prefix):
+            found.extend(
+                UploadInfo(key=u["Key"], upload_id=u["UploadId"], initiated=u["Initiated"])
+                for u in page.get("Uploads", ())
+            )
+        return sorted(found, key=lambda u: (u.key, u.initiated, u.upload_id))
+
+    def abort_upload(self, upload: UploadInfo) -> bool:
+        validate_key(upload.key)
+        try:
+            self._destructive(
+                "AbortMultipartUpload",
+                upload.key,
+                None,
+                lambda: self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id
+                ),
+            )
+        except NotFoundError:  # NoSuchUpload: completed or aborted meanwhile
+            return False
+        return True
+
+    def _destructive(
+        self, operation: str, key: str, version_id: str | None, call: Callable[[], Any]
+    ) -> None:
+        """Run a delete; a refusal for lack of rights is `DeleteDenied` (the caller
+        names the role that has them), everything else maps as usual."""
+        try:
+            call()
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _ACCESS_CODES:
+                where = f"s3://{self.bucket}/{key}"
+                where += f" (version {version_id})" if version_id else ""
+                raise DeleteDenied(f"S3 {operation} {where} was refused: {code}") from exc
+            raise self._map_error(exc, operation, key, version_id) from exc
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, operation, key, version_id) from exc
+
+    # -- end of retention primitives -------------------------------------------------
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -41,6 +41,20 @@ from tests.integration.drutil import (
 from tests.stack.openbao import hvac_client
 
 
+def _is_lock(key: str) -> bool:
+    # The run lock's object (docs/locking.md) sits beside the backups and is no part
+    # of one; a run leaves it released (tests/integration/test_run_lock.py).
+    return key.endswith("/lock.json")
+
+
+def _backup_keys(s3: Any, bucket: str) -> list[str]:
+    return [key for key in bucket_keys(s3, bucket) if not _is_lock(key)]
+
+
+def _backup_versions(listing: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in listing.get("Versions", []) if not _is_lock(v["Key"])]
+
+
 @pytest.fixture
 def s3_config(tmp_path: Path, bao: Any, seaweed: Any, versioned_bucket: str, moto: Any) -> Path:
     return write_config(
@@ -82,7 +96,7 @@ def test_backup_stores_snapshot_catalog_and_manifest_with_version_ids(
     backup_id = result["backup_id"]
     s3 = seaweed.client()
     prefix = f"prod/prod/{backup_id}/"
-    assert bucket_keys(s3, stored_backup["bucket"]) == [
+    assert _backup_keys(s3, stored_backup["bucket"]) == [
         prefix + "catalog.enc",
         prefix + "manifest.json",
         prefix + "snapshot.enc",
@@ -122,7 +136,7 @@ def test_no_secret_value_or_path_in_plaintext(
     stored_backup: dict[str, Any], bao: Any, seaweed: Any
 ) -> None:
     stored = all_stored_bytes(seaweed.client(), stored_backup["bucket"])
-    assert len(stored) == 3
+    assert len([key for key, _ in stored if not _is_lock(key)]) == 3
     blob = b"\n".join(stored.values())
     needles: set[bytes] = set()
     for full_path, data in bao.secrets.items():
@@ -269,7 +283,7 @@ def test_unknown_kms_key_is_refused(
     line = one_line_error(proc)
     assert proc.returncode == ExitCode.KEYS
     assert "alias/no-such-key" in line and "not found" in line
-    assert bucket_keys(seaweed.client(), versioned_bucket) == []
+    assert _backup_keys(seaweed.client(), versioned_bucket) == []
 
 
 @pytest.mark.parametrize(
@@ -338,8 +352,8 @@ def test_damaged_snapshot_never_becomes_a_backup(
     assert words in line
     # Nothing that looks whole: no manifest, no objects, no multipart debris, not listed.
     s3 = seaweed.client()
-    versions = s3.list_object_versions(Bucket=versioned_bucket)
-    assert not versions.get("Versions"), versions.get("Versions")
+    versions = _backup_versions(s3.list_object_versions(Bucket=versioned_bucket))
+    assert not versions, versions
     _no_manifest(seaweed, versioned_bucket)
     listed = dr_json("list", config=config)
     assert listed["backups"] == [] and listed["incomplete"] == []
@@ -375,8 +389,8 @@ def test_sigterm_mid_backup_leaves_nothing_that_looks_whole(
     assert "Traceback" not in err
     # It was interrupted while the snapshot streamed, not before or after.
     assert "started" in err and "snapshot stored" not in err, err
-    versions = seaweed.client().list_object_versions(Bucket=versioned_bucket)
-    assert not versions.get("Versions"), versions.get("Versions")
+    versions = _backup_versions(seaweed.client().list_object_versions(Bucket=versioned_bucket))
+    assert not versions, versions
     _no_manifest(seaweed, versioned_bucket)
 
 
