@@ -7,6 +7,6 @@ listener "tcp" {
   cluster_address = "0.0.0.0:8201"
   tls_disable     = true
 }
-api_addr     = "http://127.0.0.1:8200"
+api_addr     = "http://openbao:8200"
 cluster_addr = "https://openbao:8201"
 ui           = false
