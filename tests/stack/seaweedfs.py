@@ -92,6 +92,7 @@ def _admin_ports() -> tuple[int, int]:
     raise OSError("no free admin port pair (p, p+10000) on 127.0.0.1")
 
 
+MAX_VOLUMES = 2000
 _running: set[SeaweedS3] = set()
 _running_lock = threading.Lock()
 
@@ -143,6 +144,11 @@ class SeaweedS3:
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}",
+            # Every bucket is a collection with volumes of its own; by default the cap
+            # is free disk / 1 GB (76 here), which a whole suite's buckets pass: then
+            # every PutObject into a new bucket is "InternalError" (docs/facts.md).
+            # Volumes are sparse files: a high cap costs no disk.
+            f"-volume.max={MAX_VOLUMES}",
             f"-volume.port.grpc={p['volume_grpc']}",
             f"-filer.port={p['filer']}",
             f"-filer.port.grpc={p['filer_grpc']}",
