@@ -223,9 +223,14 @@ class EncryptingReader(io.RawIOBase):
         *,
         frame_size: int = DEFAULT_FRAME_SIZE,
         salt: bytes | None = None,
+        hash_plaintext: bool = True,
     ) -> None:
         super().__init__()
         self.header, enc_key = _build_header(data_key, context, frame_size, salt)
+        # False: the caller hashes the same plaintext elsewhere (the backup pipeline's
+        # check thread, which is idle most of the time, while this one is the slowest
+        # stage); plaintext_sha256 is then not available here.
+        self._hash_plaintext = hash_plaintext
         self._aead = AESGCM(enc_key)
         self._aad = hashlib.sha256(self.header.raw).digest()
         self._pieces = self._generate(iter(source))
@@ -263,7 +268,8 @@ class EncryptingReader(io.RawIOBase):
             last = chunk is None
             plaintext = memoryview(buf)[:filled]
             self._pt_size += filled
-            self._pt_hash.update(plaintext)
+            if self._hash_plaintext:
+                self._pt_hash.update(plaintext)
             yield self._account(self._aead.encrypt(_nonce(counter, last), plaintext, self._aad))
             plaintext.release()
             if last:
@@ -294,6 +300,20 @@ class EncryptingReader(io.RawIOBase):
             self._failed = True
             raise
         return True
+
+    def pieces(self) -> Iterator[bytes]:
+        """The envelope as it is made: the header, then one sealed frame at a time.
+
+        The same bytes read() hands out, in the same order, without read()'s copy into
+        a caller-sized buffer: for a consumer that buffers on its own (the backup's
+        encryption thread, dr/ops/pipeline.py, queues frames as they are sealed). The
+        source's failures propagate as from read(). Do not mix with read()."""
+        if self._out_pos != len(self._out):
+            raise RuntimeError("EncryptingReader.pieces() after a partial read()")
+        while self._advance():
+            piece = self._out
+            self._out, self._out_pos = b"", 0
+            yield piece
 
     def close(self) -> None:
         pieces = getattr(self, "_pieces", None)  # absent if __init__ refused its arguments
@@ -356,6 +376,8 @@ class EncryptingReader(io.RawIOBase):
     @property
     def plaintext_sha256(self) -> str:
         self._finished("plaintext_sha256")
+        if not self._hash_plaintext:
+            raise RuntimeError("EncryptingReader made with hash_plaintext=False")
         return self._pt_hash.hexdigest()
 
     @property

@@ -281,6 +281,7 @@ class StreamReader:
         self._pending = b""
         self.size = 0
         self.error: BaseException | None = None
+        self._aborted = False
 
     @property
     def sha256(self) -> str:
@@ -292,6 +293,7 @@ class StreamReader:
         from the caller's thread when the upload fails or is interrupted while another
         thread (s3transfer's submission thread) may be blocked in read(): the stream
         then raises there instead of blocking the transfer manager's shutdown."""
+        self._aborted = True
         abort = getattr(self._stream, "abort", None)
         if callable(abort):
             abort()
@@ -322,7 +324,10 @@ class StreamReader:
         try:
             data = self._stream.read(size)
         except BaseException as exc:
-            self.error = exc
+            # What a stream raises because the store aborted it is the store's failure
+            # (already in hand), not the stream's.
+            if not self._aborted:
+                self.error = exc
             raise
         if not data:
             self._eof = True

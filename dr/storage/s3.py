@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Literal
 import boto3
 import boto3.exceptions
 import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 
 from dr.errors import DRError, IntegrityError, NotFoundError, StorageError, UsageError
@@ -57,6 +57,12 @@ S3_MIN_PART_SIZE = 5 * MIB  # every part but the last
 S3_MAX_PART_SIZE = 5 * 1024 * MIB
 
 DEFAULT_CHUNK_SIZE = 8 * MIB  # 8 MiB x 10,000 parts = 78 GiB, far above any snapshot
+
+# Downloads (`download_into`): ranged GETs in flight, and the chunks queued for the one
+# IO thread that writes them (s3transfer's defaults queue up to 1000 x 256 KiB).
+DOWNLOAD_CONCURRENCY = 4
+DOWNLOAD_IO_CHUNK = 1 * MIB
+DOWNLOAD_IO_QUEUE = 8
 
 # A read of one object version from an offset is safe to repeat: resume this often.
 _MAX_READ_RESUMES = 3
@@ -211,9 +217,18 @@ class S3Store:
         stream_failure: BaseException | None = None
         with self._capture.expect(self.bucket, key, write_once=not overwrite) as response:
             try:
-                self._client.upload_fileobj(
-                    reader, self.bucket, key, ExtraArgs=extra, Config=self._transfer_config
-                )
+                # What boto3's upload_fileobj does, spelled out so that a failure seen
+                # here (a part refused, Ctrl-C, SIGTERM) reaches the stream before the
+                # manager's shutdown waits for its submission thread: that thread may be
+                # blocked in read() on a stream that other threads feed (the backup
+                # pipeline), and would otherwise wait for bytes nobody will use.
+                with create_transfer_manager(self._client, self._transfer_config) as manager:
+                    future = manager.upload(reader, self.bucket, key, extra_args=extra)
+                    try:
+                        future.result()
+                    except BaseException:
+                        reader.abort()
+                        raise
             except BaseException as exc:
                 # s3transfer has aborted the multipart upload before result() returned.
                 if reader.error is None and isinstance(exc, _BOTO_ERRORS):
@@ -247,6 +262,54 @@ class S3Store:
     def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
         with self.open_stream(key, version_id) as stream:
             return stream.read()
+
+    def download_into(
+        self,
+        key: str,
+        version_id: str | None,
+        sink: Any,
+        *,
+        concurrency: int = DOWNLOAD_CONCURRENCY,
+    ) -> None:
+        """Download one object version into `sink` (a seekable file: `seekable()`,
+        `seek()`, `tell()`, `write()`) with boto3's managed download: ranged GETs of
+        chunk_size on `concurrency` threads, each retried by s3transfer (from the start
+        of its range), written at their offsets by one IO thread. So `sink` sees writes
+        out of order, and a retried range twice (dr/ops/fetch.py turns them into an
+        in-order stream). An exception raised by `sink.write` fails the download: the
+        other ranges stop at their next chunk.
+
+        Memory: at most DOWNLOAD_IO_QUEUE chunks of DOWNLOAD_IO_CHUNK wait for the IO
+        thread (s3transfer's bounded IO executor), plus one chunk being read per range
+        in flight: (8 + 4) x 1 MiB with the defaults.
+        """
+        validate_key(key)
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        config = TransferConfig(
+            multipart_threshold=self.chunk_size,
+            multipart_chunksize=self.chunk_size,
+            max_concurrency=concurrency,
+            use_threads=True,
+            max_io_queue=DOWNLOAD_IO_QUEUE,
+            io_chunksize=DOWNLOAD_IO_CHUNK,
+            preferred_transfer_client="classic",
+        )
+        try:
+            with self._errors("GetObject", key, version_id):
+                self._client.download_fileobj(
+                    self.bucket, key, sink, ExtraArgs=extra, Config=config
+                )
+        except DRError:
+            raise
+        except Exception as exc:
+            # s3transfer's own errors (retries exhausted, an ETag that changed between
+            # ranges) are no botocore errors; anything else (the sink's) is the caller's.
+            if not type(exc).__module__.startswith("s3transfer"):
+                raise
+            raise StorageError(
+                f"S3 GetObject s3://{self.bucket}/{key} failed: {type(exc).__name__}: "
+                f"{_one_line(str(exc))}"
+            ) from exc
 
     def stat(self, key: str, version_id: str | None = None) -> ObjectInfo:
         validate_key(key)

@@ -13,9 +13,11 @@ about two round trips. Then any local instant maps to a server-time interval.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +70,39 @@ def calibrate(
     # No tick seen: the server's time at first_recv was in [first, first + 1).
     log.debug("server clock calibration saw no tick; using whole-second bounds")
     return ServerClock(offset_low=first - first_recv, offset_high=first + 1 - first_send)
+
+
+class BackgroundCalibration:
+    """`calibrate` in a daemon thread, so that it runs while the snapshot streams.
+
+    The calibration measures the offset between the local and the server's clock; the
+    window it dates comes from local instants taken around the stream, so it may be
+    measured before, during or after the stream, as long as the offset holds over the
+    backup (the same assumption a calibration before the stream made for the window's
+    end). A daemon thread: a run that is interrupted never waits for it (at most
+    max_wait anyway). Its requests take their own pooled connection, not the stream's.
+    """
+
+    def __init__(self, server_seconds: Callable[[], int], **options: Any) -> None:
+        self._clock: ServerClock | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(server_seconds, options), name="dr-clock", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, server_seconds: Callable[[], int], options: dict[str, Any]) -> None:
+        try:
+            self._clock = calibrate(server_seconds, **options)
+        except BaseException as exc:  # handed to result(), in the caller's thread
+            self._error = exc
+
+    def result(self) -> ServerClock:
+        """The calibration; raises what it raised. Waits for it to end (the join is
+        interruptible: a signal still reaches the caller)."""
+        while self._thread.is_alive():
+            self._thread.join(0.1)
+        if self._error is not None:
+            raise self._error
+        assert self._clock is not None
+        return self._clock

@@ -45,9 +45,25 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from os import PathLike
+from types import ModuleType
 from typing import IO, Any
 
 from dr.errors import SnapshotError
+
+try:
+    # zlib-ng (python-zlib-ng, a dependency) is zlib's API over the zlib-ng library:
+    # the same decompressobj with max_length, unconsumed_tail, eof and unused_data, and
+    # it releases the GIL while it inflates like zlib does. It inflated OpenBao's gzip
+    # about 4x faster than the stdlib's zlib here (4.5 GB/s against 1.0 GB/s on a 266 MB
+    # snapshot), and the backup and restore pipelines inflate every byte. A platform
+    # without its wheel falls back to the stdlib: slower, the same checks.
+    from zlib_ng import zlib_ng as _zlib_ng
+
+    _inflater: ModuleType = _zlib_ng
+except ImportError:  # pragma: no cover - the wheel is there on the supported platforms
+    _inflater = zlib
+
+_ZLIB_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflater.error)
 
 META = "meta.json"
 STATE = "state.bin"
@@ -322,7 +338,7 @@ class SnapshotChecker:
     """
 
     def __init__(self) -> None:
-        self._gzip = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+        self._gzip = _inflater.decompressobj(wbits=31)  # 31: gzip header and trailer
         self._tar = _TarStream(
             self._member_start, self._member_data, self._member_end, self._tar_done
         )
@@ -398,7 +414,7 @@ class SnapshotChecker:
         while True:
             try:
                 out = self._gzip.decompress(data, OUT_CHUNK)
-            except zlib.error as exc:
+            except _ZLIB_ERRORS as exc:
                 raise SnapshotError(
                     f"the snapshot's gzip stream is corrupt ({exc}); {AGAIN}"
                 ) from None

@@ -1,0 +1,1 @@
+"""vault-dr's benchmarks: `python -m bench` (bench/runner.py); docs/performance.md."""
