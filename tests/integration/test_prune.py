@@ -129,7 +129,9 @@ def _backups(stack: Stack, config: Config, times: list[datetime]) -> dict[str, s
 
     ids = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("dr.ops.backup.calibrate", lambda _server_time: ServerClock(-1.0, 1.0))
+        # The backup calibrates beside the stream (dr.vault.clock.BackgroundCalibration),
+        # which calls this module-level function.
+        patch.setattr("dr.vault.clock.calibrate", lambda _server_time, **_: ServerClock(-1.0, 1.0))
         for at in times:
             result = run_backup(config, token=stack.bao.root_token, now=lambda at=at: at)
             ids[label(at)] = result.manifest.backup_id
