@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 import dr
 from dr.config import Config
@@ -50,7 +49,7 @@ from dr.progress import NullProgress, Progress
 from dr.storage.base import BackupStore, ObjectRef
 from dr.storage.factory import open_store
 from dr.storage.lock import RunLock
-from dr.timesource import Now, utcnow
+from dr.timesource import Now, iso, utcnow
 from dr.vault.auth import AuthSettings, Credential
 from dr.vault.catalog import CatalogWalker
 from dr.vault.clock import BackgroundCalibration
@@ -59,10 +58,6 @@ from dr.vault.raft import stream_snapshot
 from dr.vault.sealconf import SealRecord
 
 log = logging.getLogger(__name__)
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -250,8 +245,8 @@ def _backup(
         manifest = Manifest(
             cluster=config.cluster,
             backup_id=backup_id,
-            created_at=_iso(created),
-            completed_at=_iso(max(now(), created)),
+            created_at=iso(created),
+            completed_at=iso(max(now(), created)),
             tool_version=dr.__version__,
             vault={
                 "addr": conn.addr,

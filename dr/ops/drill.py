@@ -65,7 +65,7 @@ from dr.runtime.base import (
 from dr.runtime.isolation import WORKDIR_PREFIX, claim_workdir, sweep_workdirs
 from dr.runtime.sealrelay import check_relayable
 from dr.storage.base import BackupStore
-from dr.timesource import Now, utcnow
+from dr.timesource import Now, iso, parse_iso, utcnow
 from dr.vault.connection import VaultClient
 from dr.vault.generate_root import RootToken, generate_root, generate_root_with_keys, revoke_self
 from dr.vault.raft import restore_snapshot
@@ -311,14 +311,6 @@ def _load_runtimes() -> None:
     from dr.runtime import container, process  # noqa: F401
 
 
-def _iso(ts: datetime) -> str:
-    return ts.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def check_versions(result: DrillResult, allow_mismatch: bool) -> None:
     if (result.product, result.version) == (result.backup_product, result.backup_version):
         return
@@ -378,7 +370,7 @@ def _run_drill(
         backup_id=manifest.backup_id,
         cluster=manifest.cluster,
         backup_created_at=manifest.created_at,
-        started_at=_iso(now),
+        started_at=iso(now),
         backup_product=str(manifest.vault.get("product", "")),
         backup_version=str(manifest.vault.get("version", "")),
         rto_objective=options.rto_objective,
@@ -388,7 +380,7 @@ def _run_drill(
         raft_index=manifest.snapshot_info.get("raft_index"),
         skipped_newer=list(manifest.skipped_newer),
     )
-    result.rpo_seconds = (now - _parse_iso(manifest.created_at)).total_seconds()
+    result.rpo_seconds = (now - parse_iso(manifest.created_at)).total_seconds()
     if result.too_old:
         # Before anything is fetched or started: a drill of a stale backup proves the
         # wrong thing, and the operator needs the age now, not after a restore.
