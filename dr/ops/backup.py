@@ -255,7 +255,13 @@ def _backup(
                 "cluster_id": server.cluster_id,
                 "cluster_name": server.cluster_name,
             },
-            snapshot=_record(snap_ref, snap_ctx, snap_reader, pipeline.plaintext_sha256),
+            snapshot=_record(
+                snap_ref,
+                snap_ctx,
+                snap_reader,
+                plaintext_sha256=pipeline.plaintext_sha256,
+                ciphertext_sha256=snap_ref.sha256,
+            ),
             snapshot_info={
                 "raft_index": info.index,
                 "raft_term": info.term,
@@ -304,10 +310,19 @@ def _backup(
 
 
 def _record(
-    ref: ObjectRef, context: str, reader: EncryptingReader, plaintext_sha256: str | None = None
+    ref: ObjectRef,
+    context: str,
+    reader: EncryptingReader,
+    *,
+    plaintext_sha256: str | None = None,
+    ciphertext_sha256: str | None = None,
 ) -> ObjectRecord:
-    """`plaintext_sha256`: when the reader did not hash the plaintext itself (the
-    snapshot pipeline's checker hashes the same bytes)."""
+    """The manifest's record of a stored envelope. The digests default to the reader's;
+    the snapshot pipeline's reader makes none (each byte is hashed once, elsewhere): its
+    plaintext digest is the checker's, of the same bytes, its ciphertext digest the
+    store's, of the bytes it read and stored."""
+    if ref.size != reader.ciphertext_size:  # the store read what the envelope made
+        raise RuntimeError(f"{ref.key}: stored {ref.size} bytes of {reader.ciphertext_size}")
     return ObjectRecord(
         key=ref.key,
         version_id=ref.version_id,
@@ -315,7 +330,7 @@ def _record(
         plaintext_size=reader.plaintext_size,
         plaintext_sha256=plaintext_sha256 or reader.plaintext_sha256,
         ciphertext_size=reader.ciphertext_size,
-        ciphertext_sha256=reader.ciphertext_sha256,
+        ciphertext_sha256=ciphertext_sha256 or reader.ciphertext_sha256,
     )
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
-from dr.crypto.envelope import decrypt_stream
+from dr.crypto.envelope import decrypt_stream_reusing
 from dr.crypto.recipients import KeyWrapper, Stanza
 from dr.errors import IntegrityError, StorageError
 from dr.manifest import Manifest
@@ -62,11 +62,13 @@ class FetchedBackup:
     spool: Path
     seconds: float
 
-    def plaintext(self) -> Iterator[bytes]:
+    def plaintext(self) -> Iterator[bytes | memoryview]:
         """The snapshot, decrypted again frame by frame from the local spool (each
-        frame's tag checked again; the spool is private and was authenticated whole)."""
+        frame's tag checked again; the spool is private and was authenticated whole).
+        Each frame is a view of one reused buffer, valid until the next is pulled: use
+        it at once (send it, write it), never keep it."""
         with self.spool.open("rb", buffering=0) as raw:
-            yield from decrypt_stream(raw, self.data_key, self.manifest.snapshot.context)
+            yield from decrypt_stream_reusing(raw, self.data_key, self.manifest.snapshot.context)
 
     def close(self) -> None:
         shutil.rmtree(self.spool_dir, ignore_errors=True)

@@ -5,8 +5,8 @@ One thread per stage, bounded queues between them::
     read   Vault's HTTP body, joined into ~1 MiB chunks (dr/vault/raft.py)
       |--> check  SnapshotChecker.feed: sha256 of the stream, inflate, tar, sha256 of
       |           state.bin; finish() at the end (dr/vault/snapshot.py)
-      +--> seal   EncryptingReader: frame copy, AES-256-GCM, sha256 of the ciphertext
-                  (dr/crypto/envelope.py)
+      +--> seal   EncryptingReader: AES-256-GCM of each frame where it lies in the
+                  chunk (dr/crypto/envelope.py)
                     --> read(n): the store's reader (s3transfer's submission thread hands
                         parts to its upload workers; the file store reads in its caller)
 
@@ -17,7 +17,8 @@ zlib-ng and the store's sockets release the GIL; AES-GCM (cryptography) and the 
 hold it, briefly per 1 MiB frame. The check and the seal stage both take every chunk the
 read stage fetched (the same immutable bytes object, not a copy), in the same order, so
 the checker's sha256 of the stream is the envelope's plaintext sha256 (the manifest's
-`plaintext_sha256`): the seal stage, the slowest, does not hash it a second time.
+`plaintext_sha256`), and the store's digest of what it read is the ciphertext's
+(`ciphertext_sha256`): every byte is hashed once, on the stage that has time for it.
 
 Every check still covers the whole snapshot in the same pass, and a failure still ends
 the upload: the envelope's final frame (and so the end of the stream the store reads,
@@ -100,7 +101,12 @@ class SnapshotPipeline:
         self._chunks = chunks
         self.checker = SnapshotChecker()
         self.envelope = EncryptingReader(
-            self._plaintext(), data_key, context, frame_size=frame_size, hash_plaintext=False
+            self._plaintext(),
+            data_key,
+            context,
+            frame_size=frame_size,
+            hash_plaintext=False,  # the checker's stream digest is the same bytes'
+            hash_ciphertext=False,  # the store's StreamReader hashes what it uploads
         )
         self._to_check: queue.Queue[Any] = queue.Queue(depth)
         self._to_seal: queue.Queue[Any] = queue.Queue(depth)

@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from dr.errors import SnapshotError, VaultError
 from dr.vault.connection import VaultClient, VaultUnreachable
 
+# A frame of the snapshot to send: bytes, or a view of a buffer the source reuses.
+Frame = bytes | bytearray | memoryview
+
 log = logging.getLogger(__name__)
 
 SNAPSHOT_PATH = "sys/storage/raft/snapshot"
@@ -84,7 +87,7 @@ class SizedBody:
     large whatever frame size a backup was written with. Memory: one block.
     """
 
-    def __init__(self, frames: Iterator[bytes], size: int) -> None:
+    def __init__(self, frames: Iterator[Frame], size: int) -> None:
         self._frames = frames
         self._size = size
         self.sent = 0
@@ -92,7 +95,7 @@ class SizedBody:
     def __len__(self) -> int:
         return self._size
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Frame]:
         for block in _blocks(self._frames, BODY_BLOCK):
             self.sent += len(block)
             if self.sent > self._size:
@@ -108,25 +111,26 @@ class SizedBody:
             )
 
 
-def _blocks(frames: Iterator[bytes], minimum: int) -> Iterator[bytes]:
-    parts: list[bytes] = []
-    held = 0
+def _blocks(frames: Iterator[Frame], minimum: int) -> Iterator[Frame]:
+    """Frames of at least `minimum` bytes as they are, smaller ones joined. A frame may
+    be a view of a buffer its source reuses (decrypt_stream_reusing): each is either
+    handed on before the next is pulled or copied into the block being joined."""
+    block = bytearray()
     for frame in frames:
-        if not parts and len(frame) >= minimum:
+        if not block and len(frame) >= minimum:
             yield frame
             continue
-        parts.append(frame)
-        held += len(frame)
-        if held >= minimum:
-            yield b"".join(parts)
-            parts, held = [], 0
-    if parts:
-        yield b"".join(parts)
+        block += frame
+        if len(block) >= minimum:
+            yield block
+            block = bytearray()
+    if block:
+        yield block
 
 
 def restore_snapshot(
     client: VaultClient,
-    frames: Iterator[bytes],
+    frames: Iterator[Frame],
     size: int,
     *,
     force: bool,

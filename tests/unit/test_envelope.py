@@ -32,6 +32,7 @@ from dr.crypto.envelope import (
     Header,
     decrypt_bytes,
     decrypt_stream,
+    decrypt_stream_reusing,
     encrypt_bytes,
     envelope_size,
     parse_header_unauthenticated,
@@ -539,6 +540,48 @@ def test_short_reads_from_a_network_stream_are_not_truncation() -> None:
             return n
 
     assert b"".join(decrypt_stream(Trickle(BLOB), KEY, CTX)) == PLAIN  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", [0, 1, FS - 1, FS, FS + 1, 3 * FS, 3 * FS + 1])
+def test_reusing_decrypt_yields_the_same_plaintext_through_one_buffer(size: int) -> None:
+    data = RNG.randbytes(size)
+    frames = [bytes(f) for f in decrypt_stream_reusing(io.BytesIO(enc(data)), KEY, CTX)]
+    assert b"".join(frames) == data
+    if hasattr(AESGCM, "decrypt_into") and size > FS:
+        views = list(decrypt_stream_reusing(io.BytesIO(enc(data)), KEY, CTX))
+        assert all(isinstance(v, memoryview) for v in views)
+        assert len({id(v.obj) for v in views}) == 1, "one buffer for every frame"
+
+
+def test_reusing_decrypt_releases_only_authentic_frames() -> None:
+    for offset in range(HEADER_LEN, len(BLOB), 509):
+        bad = bytearray(BLOB)
+        bad[offset] ^= 0x01
+        released: list[bytes] = []
+        with pytest.raises(IntegrityError):
+            for view in decrypt_stream_reusing(io.BytesIO(bytes(bad)), KEY, CTX):
+                released.append(bytes(view))
+        assert len(released) == (offset - HEADER_LEN) // WIRE
+        assert_only_authentic_frames_released(released)
+
+
+def test_whole_frames_of_immutable_chunks_seal_to_the_same_bytes_as_copied_ones() -> None:
+    # Frames lying whole inside a bytes chunk are sealed in place; the same plaintext in
+    # a reused bytearray is copied. Both must give the golden envelope.
+    in_place = EncryptingReader([PLAIN], KEY, CTX, frame_size=FS, salt=SALT).read()
+    copied = EncryptingReader([bytearray(PLAIN)], KEY, CTX, frame_size=FS, salt=SALT).read()
+    assert in_place == copied == BLOB
+
+
+def test_without_its_own_hashes_the_reader_still_counts_and_refuses_the_digests() -> None:
+    reader = EncryptingReader(
+        [PLAIN], KEY, CTX, frame_size=FS, salt=SALT, hash_plaintext=False, hash_ciphertext=False
+    )
+    assert reader.read() == BLOB
+    assert (reader.plaintext_size, reader.ciphertext_size) == (len(PLAIN), len(BLOB))
+    for name in ("plaintext_sha256", "ciphertext_sha256"):
+        with pytest.raises(RuntimeError, match="hash_"):
+            getattr(reader, name)
 
 
 # -- the plaintext source fails mid-way ----------------------------------------------
