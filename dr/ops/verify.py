@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -85,24 +85,35 @@ def decrypted_object(
     *,
     progress: Progress | None = None,
     tee: BinaryIO | None = None,
+    plaintext_digest: Callable[[], str] | None = None,
 ) -> Iterator[bytes]:
     """Stream an object's authenticated plaintext; at the end check sizes and hashes
-    against the manifest record, raising IntegrityError before the generator ends."""
-    plain_sha = hashlib.sha256()
+    against the manifest record, raising IntegrityError before the generator ends.
+
+    `plaintext_digest`: the consumer hashes every frame it is given anyway (the snapshot
+    checker's stream digest) and this returns that digest, read once the consumer has
+    had the last frame; the plaintext is then not hashed a second time here."""
+    plain_sha = hashlib.sha256() if plaintext_digest is None else None
     plain_size = 0
     with store.open_stream(record.key, record.version_id) as raw:
         hashing = HashingReader(raw, progress, tee)
         for frame in decrypt_stream(hashing, data_key, record.context):  # type: ignore[arg-type]
-            plain_sha.update(frame)
+            if plain_sha is not None:
+                plain_sha.update(frame)
             plain_size += len(frame)
             yield frame
+    if plain_sha is not None:
+        plain_hex = plain_sha.hexdigest()
+    else:
+        assert plaintext_digest is not None
+        plain_hex = plaintext_digest()
     problems = []
     if (
         hashing.size != record.ciphertext_size
         or hashing.sha.hexdigest() != record.ciphertext_sha256
     ):
         problems.append("ciphertext size/sha256")
-    if plain_size != record.plaintext_size or plain_sha.hexdigest() != record.plaintext_sha256:
+    if plain_size != record.plaintext_size or plain_hex != record.plaintext_sha256:
         problems.append("plaintext size/sha256")
     if problems:
         raise IntegrityError(
@@ -136,7 +147,15 @@ def authenticate_snapshot(
     (gzip, tar, SHA256SUMS) and compare it with the manifest. Plaintext is dropped
     frame by frame; only ciphertext may be kept (`tee`)."""
     checker = SnapshotChecker()
-    for frame in decrypted_object(store, manifest.snapshot, data_key, progress=progress, tee=tee):
+    frames = decrypted_object(
+        store,
+        manifest.snapshot,
+        data_key,
+        progress=progress,
+        tee=tee,
+        plaintext_digest=checker.stream_sha256,  # it hashes every frame it is fed
+    )
+    for frame in frames:
         checker.feed(frame)
     info = checker.finish()
     expected = manifest.snapshot_info

@@ -367,6 +367,11 @@ class SnapshotChecker:
         """Bytes fed so far (compressed)."""
         return self._received
 
+    def stream_sha256(self) -> str:
+        """sha256 (hex) of the bytes fed so far, without finishing: for a caller that
+        must compare the whole stream's digest before finish() (dr/ops/verify.py)."""
+        return self._sha256.hexdigest()
+
     def feed(self, chunk: bytes) -> None:
         if self._error is not None:
             raise self._error
