@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from dr.errors import ExitCode
+from dr.vault.localserver import LocalBao
 from tests.integration.drutil import keyfile_recipient, run_dr, write_config
 
 SECRET_PART = "T0DRTEST/B0DRTEST/s3cr3tWebhookToken"
@@ -47,11 +48,28 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{SECRET_PART}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # A short poll: close() (shutdown) waits up to one interval for the loop to notice.
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def alert_bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBao]:
+    """An empty OpenBao of this module's own (initialized, unsealed): alerts are about a
+    run's outcome, not its data, and a backup of it costs a fraction of one of the shared
+    2,000-secret `bao`."""
+    server = LocalBao(tmp_path_factory.mktemp("alert-bao"), binary=bao_binary)
+    try:
+        server.start()
+        server.init()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -63,10 +81,10 @@ def receiver() -> Iterator[Receiver]:
         r.close()
 
 
-def config_for(tmp_path: Path, bao: Any, fmt: str = "slack") -> Path:
+def config_for(tmp_path: Path, server: LocalBao, fmt: str = "slack") -> Path:
     return write_config(
         tmp_path,
-        addr=bao.addr,
+        addr=server.addr,
         storage={"type": "file", "path": str(tmp_path / "store")},
         recipients=[keyfile_recipient(tmp_path)],
         extra={"alerts": {"webhook_url_env": URL_ENV, "format": fmt, "timeout": "3s"}},
@@ -81,9 +99,9 @@ def backup(config: Path, url: str, token: str) -> Any:
 
 
 def test_failure_posts_once_recovery_once_then_nothing(
-    tmp_path: Path, bao: Any, receiver: Receiver
+    tmp_path: Path, alert_bao: LocalBao, receiver: Receiver
 ) -> None:
-    config = config_for(tmp_path, bao)
+    config = config_for(tmp_path, alert_bao)
     failed = backup(config, receiver.url, BAD_TOKEN)
     assert failed.returncode == ExitCode.VAULT, failed.stderr
     assert len(receiver.posts) == 1
@@ -102,20 +120,20 @@ def test_failure_posts_once_recovery_once_then_nothing(
     assert record["status"] == "failure" and record["exit_code"] == 3
     assert SECRET_PART not in state.read_text()
 
-    ok = backup(config, receiver.url, bao.root_token)
+    ok = backup(config, receiver.url, alert_bao.root_token)
     assert ok.returncode == 0, ok.stderr
     assert len(receiver.posts) == 2
     text = receiver.posts[1][1]["text"]
     assert text.startswith(":white_check_mark: vault-dr backup of prod recovered (exit 0 OK)")
     assert "after exit 3 VAULT" in text and ok.stdout.strip() in text  # names the backup
 
-    again = backup(config, receiver.url, bao.root_token)
+    again = backup(config, receiver.url, alert_bao.root_token)
     assert again.returncode == 0, again.stderr
     assert len(receiver.posts) == 2  # a success after a success posts nothing
 
 
-def test_generic_payload(tmp_path: Path, bao: Any, receiver: Receiver) -> None:
-    config = config_for(tmp_path, bao, fmt="generic")
+def test_generic_payload(tmp_path: Path, alert_bao: LocalBao, receiver: Receiver) -> None:
+    config = config_for(tmp_path, alert_bao, fmt="generic")
     proc = backup(config, receiver.url, BAD_TOKEN)
     assert proc.returncode == ExitCode.VAULT
     ((_, body),) = receiver.posts
@@ -129,7 +147,9 @@ def test_generic_payload(tmp_path: Path, bao: Any, receiver: Receiver) -> None:
 
 
 @pytest.mark.parametrize("kind", ["answers-500", "unreachable"])
-def test_a_failing_webhook_changes_no_exit_code(tmp_path: Path, bao: Any, kind: str) -> None:
+def test_a_failing_webhook_changes_no_exit_code(
+    tmp_path: Path, alert_bao: LocalBao, kind: str
+) -> None:
     if kind == "answers-500":
         broken = Receiver(status=500)
         url = broken.url
@@ -138,14 +158,14 @@ def test_a_failing_webhook_changes_no_exit_code(tmp_path: Path, bao: Any, kind: 
             s.bind(("127.0.0.1", 0))
             url = f"http://127.0.0.1:{s.getsockname()[1]}/services/{SECRET_PART}"
     try:
-        config = config_for(tmp_path, bao)
+        config = config_for(tmp_path, alert_bao)
         failed = backup(config, url, BAD_TOKEN)
         assert failed.returncode == ExitCode.VAULT, failed.stderr
         assert failed.stderr.strip().splitlines()[-1].startswith("error: "), failed.stderr
         warning = [ln for ln in failed.stderr.splitlines() if "webhook" in ln and "failed" in ln]
         assert warning, failed.stderr
         assert ("HTTP 500" if kind == "answers-500" else "refused") in warning[0], warning
-        ok = backup(config, url, bao.root_token)
+        ok = backup(config, url, alert_bao.root_token)
         assert ok.returncode == 0, ok.stderr  # the recovery post fails too: still 0
         if kind == "answers-500":
             assert len(broken.posts) == 2  # the failure, then the recovery

@@ -48,6 +48,7 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -275,7 +276,10 @@ class TokenService:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll: shutdown waits up to one interval for the loop to notice.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -304,6 +308,7 @@ class Stack:
     issuer: va.JwtIssuer
     ci_config: Path
     backup_id: str
+    backup_done: float  # time.time() when the backup had finished
     moto_url: str
 
 
@@ -331,10 +336,13 @@ def stack(
     )
     try:
         source.start()
-        init = source.init()
-        populate(SimpleNamespace(url=source.addr, token=init.root_token), count=SECRETS)
         transit.start()
-        transit.init()
+        # The two inits (mostly waiting for each server to elect itself) side by side.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            source_init = pool.submit(source.init)
+            transit.init()
+            init = source_init.result()
+        populate(SimpleNamespace(url=source.addr, token=init.root_token), count=SECRETS)
         adm = va.admin(transit)
         adm.call("POST", "sys/mounts/transit", {"type": "transit"})
         adm.call("POST", f"transit/keys/{TRANSIT_KEY}", {})
@@ -380,6 +388,7 @@ def stack(
         )
         assert proc.returncode == 0, proc.stderr
         backup_id = json.loads(proc.stdout)["backup_id"]
+        backup_done = time.time()
 
         # The CI config, shaped as .github/dr-configs/*.yaml: JWT logins, public key only.
         ci_config = tmp / "ci.yaml"
@@ -424,6 +433,7 @@ def stack(
             issuer=issuer,
             ci_config=ci_config,
             backup_id=backup_id,
+            backup_done=backup_done,
             moto_url=moto_server.endpoint_url,
         )
     finally:
@@ -534,7 +544,10 @@ def test_the_drill_job_passes_with_summary_and_reports(stack: Stack, tmp_path: P
 
 
 def test_a_failing_drill_fails_the_step_and_still_reports(stack: Stack, tmp_path: Path) -> None:
-    time.sleep(2)  # the backup is now older than 1s
+    # The backup is then older than 1s: 2 s after it finished, as a sleep of 2 s right
+    # after the fixture made sure, without sleeping again through the time the earlier
+    # tests already took.
+    time.sleep(max(0.0, stack.backup_done + 2 - time.time()))
     with TokenService(stack.issuer) as tokens:
         runner = make_runner(stack, tmp_path, tokens, **{"max-backup-age": "1s"})
         results = runner.run_job()

@@ -94,8 +94,9 @@ class Stack:
 def tiny(
     bao_binary: Path, seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """An empty OpenBao of its own: a backup of it is cheap (~1 s, most of it the
-    server-clock calibration), so 50 real backups take under a minute."""
+    """An empty OpenBao of its own: a backup of it is cheap (~1 s as `dr backup`, most
+    of it the server-clock calibration and the S3 client; see _backups), so 50 real
+    backups take seconds."""
     server = LocalBao(tmp_path_factory.mktemp("tiny-bao"), binary=bao_binary)
     try:
         server.start()
@@ -120,20 +121,26 @@ def _config(stack: Stack, bucket: str, name: str, retention: dict[str, Any]) -> 
 def _backups(stack: Stack, config: Config, times: list[datetime]) -> dict[str, str]:
     """label -> backup id of a real backup made at each simulated time.
 
-    Cheaper than `dr backup` in one way only: the server-clock calibration (polling
+    Cheaper than `dr backup` in two ways only: the server-clock calibration (polling
     sys/health up to 1.2 s for the server's second to tick, dr/vault/clock.py) is
     replaced by a fixed +-1 s offset, which only widens the catalog's time window of a
-    Vault nobody writes to. Snapshot, catalog walk, encryption, upload and manifest are
-    the real ones."""
+    Vault nobody writes to; and the backups share one store object (run_backup's
+    `store=`), so the S3 client, whose botocore model loading was over half of a tiny
+    backup's time, is built once, not 50 times. Preflight, lock, snapshot, catalog walk,
+    encryption, upload and manifest are the real ones, every time."""
+    from dr.storage.factory import open_store
     from dr.vault.clock import ServerClock
 
     ids = {}
+    store = open_store(config.storage)
     with pytest.MonkeyPatch.context() as patch:
         # The backup calibrates beside the stream (dr.vault.clock.BackgroundCalibration),
         # which calls this module-level function.
         patch.setattr("dr.vault.clock.calibrate", lambda _server_time, **_: ServerClock(-1.0, 1.0))
         for at in times:
-            result = run_backup(config, token=stack.bao.root_token, now=lambda at=at: at)
+            result = run_backup(
+                config, token=stack.bao.root_token, store=store, now=lambda at=at: at
+            )
             ids[label(at)] = result.manifest.backup_id
     return ids
 
