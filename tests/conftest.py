@@ -147,6 +147,18 @@ def bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBao]:
+    """An empty OpenBao (initialized, unsealed) for one test module: for tests about a
+    run's outcome or its lock, not its data, where a backup of the shared 2,000-secret
+    `bao` would cost several times as much."""
+    server = _started_bao(tmp_path_factory.mktemp("module-bao"), bao_binary)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def fresh_bao(bao_binary: Path, tmp_path: Path) -> Iterator[LocalBao]:
     server = _started_bao(tmp_path / "fresh-bao", bao_binary)

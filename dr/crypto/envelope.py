@@ -264,45 +264,36 @@ class EncryptingReader(io.RawIOBase):
         pos = 0
         counter = 0
         while True:
-            filled = 0
-            direct = _whole_frame(chunk, pos, frame_size)
-            if direct is not None and chunk is not None:
-                # A whole frame inside an immutable chunk: seal it where it lies, no
-                # copy into the frame buffer. Holding the view past the lookahead below
-                # is safe only because the bytes cannot change (a bytes object).
+            plaintext = _whole_frame(chunk, pos, frame_size)
+            if plaintext is not None and chunk is not None:
+                # A whole frame inside an immutable chunk: sealed where it lies, no copy
+                # into the frame buffer. Holding the view past the lookahead below is
+                # safe only because the bytes cannot change (a bytes object).
                 pos += frame_size
                 if pos == len(chunk):
                     chunk = _next_chunk(it)
                     pos = 0
-                last = chunk is None
-                self._pt_size += frame_size
-                if self._hash_plaintext:
-                    self._pt_hash.update(direct)
-                # Yielded, not kept: holding the last sealed frame while the next is
-                # sealed costs more (cache, allocator) than the framing itself.
-                yield self._account(self._aead.encrypt(_nonce(counter, last), direct, self._aad))
-                direct.release()
-                if last:
-                    return
-                counter += 1
-                continue
-            while filled < frame_size and chunk is not None:
-                take = min(frame_size - filled, len(chunk) - pos)
-                buf[filled : filled + take] = chunk[pos : pos + take]
-                filled += take
-                pos += take
-                if pos == len(chunk):
-                    # Drop our view first: the source may reuse or resize its buffer.
-                    chunk = None
-                    chunk = _next_chunk(it)
-                    pos = 0
+            else:
+                filled = 0
+                while filled < frame_size and chunk is not None:
+                    take = min(frame_size - filled, len(chunk) - pos)
+                    buf[filled : filled + take] = chunk[pos : pos + take]
+                    filled += take
+                    pos += take
+                    if pos == len(chunk):
+                        # Drop our view first: the source may reuse or resize its buffer.
+                        chunk = None
+                        chunk = _next_chunk(it)
+                        pos = 0
+                plaintext = memoryview(buf)[:filled]
             # A full frame is the last one only if the source has nothing more: the
             # lookahead above already pulled the next chunk, so `chunk` tells.
             last = chunk is None
-            plaintext = memoryview(buf)[:filled]
-            self._pt_size += filled
+            self._pt_size += len(plaintext)
             if self._hash_plaintext:
                 self._pt_hash.update(plaintext)
+            # Yielded, not kept: holding the last sealed frame while the next is sealed
+            # costs more (cache, allocator) than the framing itself.
             yield self._account(self._aead.encrypt(_nonce(counter, last), plaintext, self._aad))
             plaintext.release()
             if last:

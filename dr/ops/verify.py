@@ -93,20 +93,18 @@ def decrypted_object(
     `plaintext_digest`: the consumer hashes every frame it is given anyway (the snapshot
     checker's stream digest) and this returns that digest, read once the consumer has
     had the last frame; the plaintext is then not hashed a second time here."""
-    plain_sha = hashlib.sha256() if plaintext_digest is None else None
+    plain_sha = hashlib.sha256()
+    hash_here = plaintext_digest is None
+    digest = plaintext_digest or plain_sha.hexdigest
     plain_size = 0
     with store.open_stream(record.key, record.version_id) as raw:
         hashing = HashingReader(raw, progress, tee)
         for frame in decrypt_stream(hashing, data_key, record.context):  # type: ignore[arg-type]
-            if plain_sha is not None:
+            if hash_here:
                 plain_sha.update(frame)
             plain_size += len(frame)
             yield frame
-    if plain_sha is not None:
-        plain_hex = plain_sha.hexdigest()
-    else:
-        assert plaintext_digest is not None
-        plain_hex = plaintext_digest()
+    plain_hex = digest()
     problems = []
     if (
         hashing.size != record.ciphertext_size

@@ -58,20 +58,6 @@ class Receiver:
         self.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def alert_bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBao]:
-    """An empty OpenBao of this module's own (initialized, unsealed): alerts are about a
-    run's outcome, not its data, and a backup of it costs a fraction of one of the shared
-    2,000-secret `bao`."""
-    server = LocalBao(tmp_path_factory.mktemp("alert-bao"), binary=bao_binary)
-    try:
-        server.start()
-        server.init()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -99,9 +85,9 @@ def backup(config: Path, url: str, token: str) -> Any:
 
 
 def test_failure_posts_once_recovery_once_then_nothing(
-    tmp_path: Path, alert_bao: LocalBao, receiver: Receiver
+    tmp_path: Path, module_bao: LocalBao, receiver: Receiver
 ) -> None:
-    config = config_for(tmp_path, alert_bao)
+    config = config_for(tmp_path, module_bao)
     failed = backup(config, receiver.url, BAD_TOKEN)
     assert failed.returncode == ExitCode.VAULT, failed.stderr
     assert len(receiver.posts) == 1
@@ -120,20 +106,20 @@ def test_failure_posts_once_recovery_once_then_nothing(
     assert record["status"] == "failure" and record["exit_code"] == 3
     assert SECRET_PART not in state.read_text()
 
-    ok = backup(config, receiver.url, alert_bao.root_token)
+    ok = backup(config, receiver.url, module_bao.root_token)
     assert ok.returncode == 0, ok.stderr
     assert len(receiver.posts) == 2
     text = receiver.posts[1][1]["text"]
     assert text.startswith(":white_check_mark: vault-dr backup of prod recovered (exit 0 OK)")
     assert "after exit 3 VAULT" in text and ok.stdout.strip() in text  # names the backup
 
-    again = backup(config, receiver.url, alert_bao.root_token)
+    again = backup(config, receiver.url, module_bao.root_token)
     assert again.returncode == 0, again.stderr
     assert len(receiver.posts) == 2  # a success after a success posts nothing
 
 
-def test_generic_payload(tmp_path: Path, alert_bao: LocalBao, receiver: Receiver) -> None:
-    config = config_for(tmp_path, alert_bao, fmt="generic")
+def test_generic_payload(tmp_path: Path, module_bao: LocalBao, receiver: Receiver) -> None:
+    config = config_for(tmp_path, module_bao, fmt="generic")
     proc = backup(config, receiver.url, BAD_TOKEN)
     assert proc.returncode == ExitCode.VAULT
     ((_, body),) = receiver.posts
@@ -148,7 +134,7 @@ def test_generic_payload(tmp_path: Path, alert_bao: LocalBao, receiver: Receiver
 
 @pytest.mark.parametrize("kind", ["answers-500", "unreachable"])
 def test_a_failing_webhook_changes_no_exit_code(
-    tmp_path: Path, alert_bao: LocalBao, kind: str
+    tmp_path: Path, module_bao: LocalBao, kind: str
 ) -> None:
     if kind == "answers-500":
         broken = Receiver(status=500)
@@ -158,14 +144,14 @@ def test_a_failing_webhook_changes_no_exit_code(
             s.bind(("127.0.0.1", 0))
             url = f"http://127.0.0.1:{s.getsockname()[1]}/services/{SECRET_PART}"
     try:
-        config = config_for(tmp_path, alert_bao)
+        config = config_for(tmp_path, module_bao)
         failed = backup(config, url, BAD_TOKEN)
         assert failed.returncode == ExitCode.VAULT, failed.stderr
         assert failed.stderr.strip().splitlines()[-1].startswith("error: "), failed.stderr
         warning = [ln for ln in failed.stderr.splitlines() if "webhook" in ln and "failed" in ln]
         assert warning, failed.stderr
         assert ("HTTP 500" if kind == "answers-500" else "refused") in warning[0], warning
-        ok = backup(config, url, alert_bao.root_token)
+        ok = backup(config, url, module_bao.root_token)
         assert ok.returncode == 0, ok.stderr  # the recovery post fails too: still 0
         if kind == "answers-500":
             assert len(broken.posts) == 2  # the failure, then the recovery

@@ -48,20 +48,6 @@ LEASE = 300.0  # the default lock.lease
 GATE_TIMEOUT = 120.0  # a gate nobody opens must not hang the suite
 
 
-@pytest.fixture(scope="module")
-def lock_bao(bao_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBao]:
-    """An empty OpenBao of this module's own (initialized, unsealed): the lock is about
-    runs, not data, and a backup of it takes a second where one of the shared 2,000-secret
-    `bao` took several (18 s through the gate before its TCP_NODELAY)."""
-    server = LocalBao(tmp_path_factory.mktemp("lock-bao"), binary=bao_binary)
-    try:
-        server.start()
-        server.init()
-        yield server
-    finally:
-        server.stop()
-
-
 class Gate:
     """A proxy in front of OpenBao that holds snapshot requests until `open()`."""
 
@@ -168,11 +154,11 @@ def lock_versions(seaweed: Any, bucket: str, key: str) -> list[dict[str, Any]]:
 
 
 def test_two_backups_started_together_one_stores_the_other_exits_9(
-    tmp_path: Path, lock_bao: LocalBao, seaweed: Any, versioned_bucket: str
+    tmp_path: Path, module_bao: LocalBao, seaweed: Any, versioned_bucket: str
 ) -> None:
-    with gated_bao(lock_bao.addr) as (addr, gate):
+    with gated_bao(module_bao.addr) as (addr, gate):
         config = s3_config(tmp_path, addr, seaweed, versioned_bucket)
-        procs = [start_backup(config, lock_bao.root_token) for _ in range(2)]
+        procs = [start_backup(config, module_bao.root_token) for _ in range(2)]
         try:
             # Snapshots wait at the gate, so the winner cannot finish before the loser
             # has decided: the first process to exit is the loser, whichever it is.
@@ -215,14 +201,14 @@ def test_two_backups_started_together_one_stores_the_other_exits_9(
 
 def test_sigkilled_holder_is_refused_until_its_lease_then_taken_over(
     tmp_path: Path,
-    lock_bao: LocalBao,
+    module_bao: LocalBao,
     seaweed: Any,
     versioned_bucket: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with gated_bao(lock_bao.addr) as (addr, gate):
+    with gated_bao(module_bao.addr) as (addr, gate):
         config = s3_config(tmp_path, addr, seaweed, versioned_bucket)
-        victim = start_backup(config, lock_bao.root_token)
+        victim = start_backup(config, module_bao.root_token)
         try:
             wait_for_snapshot_request(gate, victim)
         finally:
@@ -234,24 +220,24 @@ def test_sigkilled_holder_is_refused_until_its_lease_then_taken_over(
     assert dead is not None and dead.pid == victim.pid and not dead.expired(later(0)())
 
     # Before its lease ends: refused, by the CLI and by the API, naming the dead run.
-    proc = run_dr("backup", config=config, token=lock_bao.root_token)
+    proc = run_dr("backup", config=config, token=module_bao.root_token)
     assert proc.returncode == ExitCode.LOCKED
     assert f"pid {victim.pid} (dr backup)" in one_line_error(proc)
     expires = dead.expires_at  # its last write as S3 stamped it, plus its lease
     with pytest.raises(LockedError, match=f"pid {victim.pid}"):
-        run_backup(cfg, token=lock_bao.root_token, now=at(expires - timedelta(seconds=5)))
+        run_backup(cfg, token=module_bao.root_token, now=at(expires - timedelta(seconds=5)))
 
     # Once it has ended (by the clock the contender judges with): taken over, logged,
     # and the backup goes through.
     caplog.set_level(logging.INFO)
     direct = write_config(
         tmp_path,
-        addr=lock_bao.addr,  # not through the (closed) gate
+        addr=module_bao.addr,  # not through the (closed) gate
         storage=s3_storage(seaweed, versioned_bucket),
         recipients=[keyfile_recipient(tmp_path)],
         name="direct.yaml",
     )
-    result = run_backup(load_config(str(direct)), token=lock_bao.root_token, now=at(expires))
+    result = run_backup(load_config(str(direct)), token=module_bao.root_token, now=at(expires))
     takeovers = [r for r in caplog.records if "took over the run lock" in r.getMessage()]
     assert len(takeovers) == 1 and takeovers[0].levelno == logging.WARNING
     assert f"pid {victim.pid} (dr backup)" in takeovers[0].getMessage()
@@ -264,14 +250,14 @@ def test_sigkilled_holder_is_refused_until_its_lease_then_taken_over(
 
 
 def test_file_store_lock_names_the_holder_and_dies_with_it(
-    tmp_path: Path, lock_bao: LocalBao
+    tmp_path: Path, module_bao: LocalBao
 ) -> None:
-    with gated_bao(lock_bao.addr) as (addr, gate):
+    with gated_bao(module_bao.addr) as (addr, gate):
         config = file_config(tmp_path, addr)
-        holder_proc = start_backup(config, lock_bao.root_token)
+        holder_proc = start_backup(config, module_bao.root_token)
         try:
             wait_for_snapshot_request(gate, holder_proc)
-            proc = run_dr("backup", config=config, token=lock_bao.root_token)
+            proc = run_dr("backup", config=config, token=module_bao.root_token)
             assert proc.returncode == ExitCode.LOCKED, proc.stderr
             line = one_line_error(proc)
             assert f"host {socket.gethostname()} pid {holder_proc.pid} (dr backup)" in line
@@ -289,10 +275,10 @@ def test_file_store_lock_names_the_holder_and_dies_with_it(
     assert read_holder(store, key, now=later(0)) is None
 
 
-def test_rewrap_takes_the_lock_too(tmp_path: Path, lock_bao: LocalBao) -> None:
+def test_rewrap_takes_the_lock_too(tmp_path: Path, module_bao: LocalBao) -> None:
     config = write_config(
         tmp_path,
-        addr=lock_bao.addr,
+        addr=module_bao.addr,
         storage={"type": "file", "path": str(tmp_path / "store"), "prefix": "prod"},
         recipients=[keyfile_recipient(tmp_path, "a"), keyfile_recipient(tmp_path, "b")],
     )
@@ -310,9 +296,9 @@ def test_rewrap_takes_the_lock_too(tmp_path: Path, lock_bao: LocalBao) -> None:
 
 
 def test_failed_backup_releases_the_lock(
-    tmp_path: Path, lock_bao: LocalBao, seaweed: Any, versioned_bucket: str
+    tmp_path: Path, module_bao: LocalBao, seaweed: Any, versioned_bucket: str
 ) -> None:
-    config = s3_config(tmp_path, lock_bao.addr, seaweed, versioned_bucket)
+    config = s3_config(tmp_path, module_bao.addr, seaweed, versioned_bucket)
     proc = run_dr("backup", config=config, token="not-a-valid-token")
     assert proc.returncode == ExitCode.VAULT, proc.stderr
     one_line_error(proc)
@@ -321,17 +307,17 @@ def test_failed_backup_releases_the_lock(
     versions = lock_versions(seaweed, versioned_bucket, key)
     assert len(versions) == 2, versions  # created, then released
     assert read_holder(store, key, now=later(0)) is None
-    proc = run_dr("backup", config=config, token=lock_bao.root_token)
+    proc = run_dr("backup", config=config, token=module_bao.root_token)
     assert proc.returncode == 0, proc.stderr
     assert "took over" not in proc.stderr
 
 
 def test_sigterm_mid_backup_releases_the_lock(
-    tmp_path: Path, lock_bao: LocalBao, seaweed: Any, versioned_bucket: str
+    tmp_path: Path, module_bao: LocalBao, seaweed: Any, versioned_bucket: str
 ) -> None:
-    with gated_bao(lock_bao.addr) as (addr, gate):
+    with gated_bao(module_bao.addr) as (addr, gate):
         config = s3_config(tmp_path, addr, seaweed, versioned_bucket)
-        proc = start_backup(config, lock_bao.root_token)
+        proc = start_backup(config, module_bao.root_token)
         try:
             wait_for_snapshot_request(gate, proc)
             _, store, key = loaded(config)
@@ -376,14 +362,14 @@ def test_check_fails_after_a_takeover_and_release_leaves_the_new_holder(
 
 def test_backup_that_lost_its_lock_writes_no_manifest(
     tmp_path: Path,
-    lock_bao: LocalBao,
+    module_bao: LocalBao,
     seaweed: Any,
     versioned_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The check right before the manifest: a run whose lease was taken over while it
     ran (stalled past its lease) stores no backup."""
-    config = s3_config(tmp_path, lock_bao.addr, seaweed, versioned_bucket)
+    config = s3_config(tmp_path, module_bao.addr, seaweed, versioned_bucket)
     cfg, store, _ = loaded(config)
     import dr.ops.backup
 
@@ -395,7 +381,7 @@ def test_backup_that_lost_its_lock_writes_no_manifest(
 
     monkeypatch.setattr(dr.ops.backup.RunLock, "check", taken_over_first)
     with pytest.raises(LockedError, match="lost the run lock"):
-        run_backup(cfg, token=lock_bao.root_token)
+        run_backup(cfg, token=module_bao.root_token)
     assert dr_json("list", config=config)["backups"] == []
 
 
@@ -412,16 +398,16 @@ PLANTED = {
 @pytest.mark.parametrize("planted", PLANTED.values(), ids=PLANTED.keys())
 def test_planted_lock_record_is_an_unknown_holder_then_taken_over(
     tmp_path: Path,
-    lock_bao: LocalBao,
+    module_bao: LocalBao,
     seaweed: Any,
     versioned_bucket: str,
     planted: bytes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = s3_config(tmp_path, lock_bao.addr, seaweed, versioned_bucket)
+    config = s3_config(tmp_path, module_bao.addr, seaweed, versioned_bucket)
     cfg, store, key = loaded(config)
     seaweed.client().put_object(Bucket=versioned_bucket, Key=key, Body=planted)
-    proc = run_dr("backup", config=config, token=lock_bao.root_token)
+    proc = run_dr("backup", config=config, token=module_bao.root_token)
     assert proc.returncode == ExitCode.LOCKED, proc.stderr
     line = one_line_error(proc)
     assert "an unknown holder (the lock record is unreadable: " in line
