@@ -1,6 +1,6 @@
 """Envelope throughput against raw AES-256-GCM over the same frames, in one process.
 
-    python -m bench.envelope [--mib 256] [--runs 3]
+    python -m bench.envelope [--mib 256] [--runs 9]
 
 The same plaintext (random, 1 MiB frames, --mib MiB in all, held in memory as bytes,
 as the backup's read stage hands it over) goes through:
@@ -173,7 +173,7 @@ def run(mib: int, runs: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
     print(json.dumps(run(args.mib, args.runs)))
 

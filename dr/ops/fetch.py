@@ -13,9 +13,11 @@ order (`_Spool`): the download and the checks overlap, and the spool is written 
 Other stores (a local directory) are read once in order and teed into the spool.
 
 Memory: the store's download buffers (S3: dr/storage/s3.py `download_into`, 12 MiB
-with the defaults) + the reader's two wire frames and one plaintext frame + the snapshot
-checker's inflate window; the upload later holds two wire frames and one plaintext frame
-(`FetchedBackup.plaintext`). Nothing grows with the snapshot.
+with the defaults) + the reader's two wire frames and one plaintext frame + up to
+READ_AHEAD_FRAMES (3) plaintext frames decrypted ahead of the checks, in a thread of
+their own (dr/ops/verify.py) + the snapshot checker's inflate window; the upload
+later holds two wire frames and one plaintext frame (`FetchedBackup.plaintext`).
+Nothing grows with the snapshot.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class _Spool:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._writing = threading.Lock()  # one write at a time (s3transfer has one IO thread)
         self._cond = threading.Condition()
         self._wpos = 0  # the writer's seek position
         self._ready = 0  # [0, ready) is written
@@ -128,24 +131,39 @@ class _Spool:
 
     def write(self, data: bytes) -> int:
         view = memoryview(data).cast("B")
-        with self._cond:
-            if self._closed:
-                raise _SpoolClosed("the fetch was abandoned; download stopped")
+        with self._writing:
             start, end = self._wpos, self._wpos + len(view)
-            if start < self._handed:
-                keep = min(end, self._handed) - start
-                if os.pread(self._fd, keep, start) != view[:keep]:
-                    raise IntegrityError(
-                        "a retried download range brought other bytes than the first try; "
-                        "the object changed during the download: run the command again"
-                    )
-            written = 0
-            while written < len(view):
-                written += os.pwrite(self._fd, view[written:], start + written)
-            self._wpos = end
-            self._mark(start, end)
-            self._cond.notify_all()
+            with self._cond:
+                if self._closed:
+                    raise _SpoolClosed("the fetch was abandoned; download stopped")
+                # Bytes past the readable prefix: the reader cannot touch them until
+                # they are marked, and only writers (serialised by _writing) move the
+                # prefix, so they are written without the reader's lock (py-spy: the
+                # reader spent a tenth of a 1 GB fetch waiting on it). A range that
+                # overlaps the prefix (a retry) is written under it, as it must be.
+                fresh = start >= self._ready
+                if not fresh:
+                    self._write_at(view, start)
+            if fresh:
+                self._write_at(view, start)
+            with self._cond:
+                self._wpos = end
+                self._mark(start, end)
+                self._cond.notify_all()
         return len(view)
+
+    def _write_at(self, view: memoryview, start: int) -> None:
+        end = start + len(view)
+        if start < self._handed:
+            keep = min(end, self._handed) - start
+            if os.pread(self._fd, keep, start) != view[:keep]:
+                raise IntegrityError(
+                    "a retried download range brought other bytes than the first try; "
+                    "the object changed during the download: run the command again"
+                )
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self._fd, view[written:], start + written)
 
     def _mark(self, start: int, end: int) -> None:
         if start > self._ready:
@@ -169,8 +187,9 @@ class _Spool:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """No write after this returns (so the caller may close the file descriptor)."""
-        with self._cond:
+        """No write after this returns (so the caller may close the file descriptor):
+        it waits for a write in progress (one pwrite to the page cache)."""
+        with self._writing, self._cond:
             self._closed = True
             self._cond.notify_all()
 

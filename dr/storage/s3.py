@@ -18,6 +18,13 @@ envelope's tags and the signed manifest do that), and SHA-256 made it one more f
 pass over every byte at a third of CRC32's speed (docs/performance.md). CRC32 is also
 botocore's own default.
 
+For the same reason bodies are not SHA-256-signed (`payload_signing_enabled: False`):
+over https with a checksum botocore skips it anyway; over plain http (a lab's SeaweedFS
+or MinIO) it made one more SHA-256 pass over every byte (~0.15 CPU-s per 250 MB,
+docs/performance.md). What a body-rewriting man in the middle could do there, the
+attacker who can write to the bucket can do too, and the restore refuses it
+(invariant 3). The request itself, headers and checksum included, is still signed.
+
 Credentials come only from boto3's standard chain (environment, profile, SSO, instance
 or task role). Nothing here accepts a secret.
 """
@@ -161,7 +168,12 @@ class S3Store:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             # Custom endpoints (SeaweedFS, MinIO, Ceph) rarely have wildcard DNS.
-            s3={"addressing_style": addressing_style or ("path" if endpoint_url else "auto")},
+            s3={
+                "addressing_style": addressing_style or ("path" if endpoint_url else "auto"),
+                # SigV4 signs "UNSIGNED-PAYLOAD" instead of each body's SHA-256 (module
+                # docstring): what botocore already does over https with a checksum.
+                "payload_signing_enabled": False,
+            },
             max_pool_connections=max(10, max_concurrency + 2),
             user_agent_extra="vault-dr",
         )
