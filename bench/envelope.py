@@ -24,7 +24,9 @@ SHA-256, what the catalog and any other caller get by default) and
 `envelope_decrypt_fresh` (decrypt_stream, a new bytes per frame, as verify reads).
 
 Prints one JSON object: MB/s (1 MB = 10^6 bytes) and CPU seconds per pass, medians
-of --runs, and the envelope/raw ratios. The machine is shared: read medians.
+of --runs, and the envelope/raw ratios. The machine is shared: read medians. Each timed
+pass comes right after an untimed pass of the same case (steady state, as the backup's
+seal thread runs it), so no case pays for the allocations of the one before it.
 """
 
 from __future__ import annotations
@@ -151,6 +153,12 @@ def run(mib: int, runs: int) -> dict[str, object]:
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(runs):  # interleaved, so drift hits every case alike
         for name, fn in cases.items():
+            # Each timed pass follows an untimed one of the same case: the case before
+            # leaves the allocator in its own state (envelope_decrypt_fresh frees 256
+            # fresh frames, and the next case to allocate 1 MiB outputs pays the page
+            # faults: ~8 ms of a ~36 ms pass). That was always the first case, the
+            # envelope's encrypt, never raw encrypt after it: 74-79% cold, 86-91% warm.
+            fn()
             samples[name].append(timed(fn))
     out: dict[str, object] = {"bytes": size, "frame_bytes": FRAME, "runs": runs}
     for name, values in samples.items():
