@@ -6,13 +6,15 @@ CLI turns both off at start: RLIMIT_CORE 0, and PR_SET_DUMPABLE 0 on Linux, whic
 keeps other processes of the same user from ptrace-attaching or reading
 /proc/PID/mem. Children get their own dumpable flag back at exec (the throwaway
 servers are exec'd binaries), so this does not leak into them.
+
+It also caps glibc's malloc arenas (`limit_malloc_arenas`), for the memory bound.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+import os
 import resource
 import sys
 
@@ -20,13 +22,17 @@ log = logging.getLogger(__name__)
 
 PR_SET_DUMPABLE = 4
 PR_GET_DUMPABLE = 3
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+MALLOC_ARENAS = 2
 
 
 def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The process's own symbols, libc's among them: ctypes.util.find_library would
+        # run ldconfig in a child on every start (~9 ms of each command).
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
 
@@ -46,3 +52,22 @@ def dumpable() -> bool | None:
     """The process's dumpable flag (None where it cannot be read)."""
     libc = _libc()
     return None if libc is None else bool(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+
+
+def limit_malloc_arenas() -> None:
+    """Cap glibc's malloc arenas at MALLOC_ARENAS, before any thread starts.
+
+    glibc gives a thread that allocates under contention an arena of its own (up to 8
+    per core), and each arena keeps the 1-8 MiB buffers freed in it for reuse. A backup
+    runs a dozen threads that pass such buffers along (dr/ops/pipeline.py, s3transfer's
+    workers), so the freed memory of several arenas added up: two arenas cut the peak
+    RSS of `dr backup` by ~9 MB at 250 MB, with no measurable cost in time (bench/).
+    MALLOC_ARENA_MAX set in the environment wins (glibc read it at start). Elsewhere
+    (musl, macOS) there is no mallopt or no such parameter: nothing to do.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is not None and mallopt(M_ARENA_MAX, MALLOC_ARENAS) != 1:
+        log.debug("mallopt(M_ARENA_MAX, %d) was refused", MALLOC_ARENAS)

@@ -57,3 +57,6 @@ def demo(state: State, directory: Path, count: int, binary: Path | None) -> None
         f"            dr -c {cfg} verify --backup latest\n"
         f"            dr -c {cfg} drill     (restore it into a throwaway OpenBao and time it)"
     )
+
+
+COMMANDS: tuple[click.Command, ...] = (demo,)

@@ -8,6 +8,7 @@ end in one line `error: ...` on stderr and the documented exit code
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -20,13 +21,55 @@ import dr
 from dr.cli import output
 from dr.cli.state import State
 from dr.errors import DRError, ExitCode, Interrupted
-from dr.hygiene import harden_process
+from dr.hygiene import harden_process, limit_malloc_arenas
 from dr.logsetup import setup_logging
 
 log = logging.getLogger("dr")
 
+# Each command's module, imported only when that command runs (or `dr --help` lists
+# them all): importing every command module cost ~75 ms of every `dr backup` from cron
+# (restore, drill, demo, prometheus-client...; bench/). click documents this pattern
+# ("lazily loading subcommands"). tests/unit/test_cli_help.py checks that this map
+# names exactly the commands the modules define.
+COMMAND_MODULES: dict[str, str] = {
+    "backup": "dr.cli.backup_cmds",
+    "list": "dr.cli.backup_cmds",
+    "verify": "dr.cli.backup_cmds",
+    "restore": "dr.cli.restore_cmds",
+    "decrypt": "dr.cli.restore_cmds",
+    "drill": "dr.cli.restore_cmds",
+    "keygen": "dr.cli.key_cmds",
+    "rewrap": "dr.cli.key_cmds",
+    "report": "dr.cli.report_cmds",
+    "status": "dr.cli.status_cmd",
+    "prune": "dr.cli.prune_cmd",
+    "demo": "dr.cli.demo_cmd",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported on first use (COMMAND_MODULES)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            _add_module_commands(self, COMMAND_MODULES[cmd_name])
+        return super().get_command(ctx, cmd_name)
+
+
+def _add_module_commands(group: click.Group, module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    commands: tuple[click.Command, ...] = getattr(module, "COMMANDS", ())
+    for command in commands:
+        group.add_command(command)
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "-c",
     "--config",
@@ -65,26 +108,10 @@ def cli(
 
 
 def _register_commands() -> None:
-    from dr.cli import (
-        backup_cmds,
-        demo_cmd,
-        key_cmds,
-        prune_cmd,
-        report_cmds,
-        restore_cmds,
-        status_cmd,
-    )
-
-    for command in (
-        *backup_cmds.COMMANDS,
-        *restore_cmds.COMMANDS,
-        *key_cmds.COMMANDS,
-        *report_cmds.COMMANDS,
-        *status_cmd.COMMANDS,
-        *prune_cmd.COMMANDS,
-        demo_cmd.demo,
-    ):
-        cli.add_command(command)
+    """Import and add every command now (tests and tools that walk `cli.commands`);
+    `dr` itself loads only the one it runs (_LazyGroup)."""
+    for module_name in dict.fromkeys(COMMAND_MODULES.values()):
+        _add_module_commands(cli, module_name)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
@@ -95,7 +122,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     harden_process()  # before any key material is read
-    _register_commands()
+    limit_malloc_arenas()  # before any thread starts
     signal.signal(signal.SIGTERM, _on_sigterm)
     code: int
     args = sys.argv[1:] if argv is None else argv

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
+from dr.awssession import new_session
 from dr.crypto.settings import RecipientConfig
 from dr.crypto.wrapping import Stanza, WrapContext, b64d, b64e, register
 from dr.errors import IntegrityError, KeyAccessError
@@ -60,11 +60,9 @@ class AwsKmsRecipient:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = boto3.client(
-                "kms",
-                region_name=self.region,
-                endpoint_url=self.endpoint_url,
-                config=self._boto_config,
+            # Not boto3's default session: it is not safe to share across threads.
+            self._client = new_session(self.region).client(
+                "kms", endpoint_url=self.endpoint_url, config=self._boto_config
             )
         return self._client
 

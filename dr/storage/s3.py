@@ -45,6 +45,7 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 
+from dr.awssession import new_session
 from dr.errors import DRError, IntegrityError, NotFoundError, StorageError, UsageError
 from dr.storage.base import (
     COPY_BLOCK_SIZE,
@@ -178,7 +179,7 @@ class S3Store:
             user_agent_extra="vault-dr",
         )
         # A Session of our own: the default session is not safe to share across threads.
-        session = boto3.session.Session(region_name=region)
+        session = new_session(region)
         self._client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
         self._transfer_config = _transfer_config(chunk_size, max_concurrency, max_in_memory_chunks)
         self._capture = _ResponseCapture(self._client)

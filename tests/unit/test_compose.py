@@ -102,7 +102,7 @@ def test_dr_service_runs_a_backup_and_a_drill() -> None:
 
 @pytest.mark.parametrize("argv", dr_commands(), ids=lambda a: " ".join(a)[:60])
 def test_dr_service_command_parses(argv: list[str]) -> None:
-    _register_commands()  # as main() does
+    _register_commands()  # every command, as `dr --help` lists them
     parser = cli.make_parser(click.Context(cli))
     opts, left, _ = parser.parse_args(args=list(argv))
     assert opts.get("config_path") == "/etc/vault-dr/dr.yaml", opts

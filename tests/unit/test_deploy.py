@@ -230,7 +230,7 @@ def _all_commands() -> list[str]:
 def parse_dr(command: str) -> None:
     """Parses `command` with the real CLI as test_runbook_commands.py does; raises
     click.UsageError (or an AssertionError) on anything the CLI would refuse."""
-    _register_commands()  # as main() does
+    _register_commands()  # every command, as `dr --help` lists them
     args = shlex.split(command)
     assert args[0] == "dr", command
     args = args[1:]

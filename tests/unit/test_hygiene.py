@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+
+from dr import hygiene
 
 
 def test_main_turns_core_dumps_off_and_is_not_dumpable() -> None:
@@ -27,3 +30,47 @@ def test_main_turns_core_dumps_off_and_is_not_dumpable() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "(0, 0) False"
+
+
+_ARENAS = """
+import ctypes, os, sys, threading
+from dr import hygiene
+if sys.argv[1] == "limited":
+    hygiene.limit_malloc_arenas()
+def work(ready, go):
+    ready.release()
+    go.wait()
+    keep = [bytearray(300_000) for _ in range(50)]  # malloc'd in this thread
+    del keep
+go = threading.Event()
+ready = threading.Semaphore(0)
+threads = [threading.Thread(target=work, args=(ready, go)) for _ in range(6)]
+for t in threads:
+    t.start()
+for _ in threads:
+    ready.acquire()
+go.set()
+for t in threads:
+    t.join()
+sys.stderr.flush()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _ARENAS, mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=env,
+    )
+    return sum(1 for line in proc.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_malloc_arenas_are_capped_for_the_memory_bound() -> None:
+    # The control shows that the threads do make arenas of their own without the cap.
+    assert _arenas("default") > hygiene.MALLOC_ARENAS
+    assert 1 <= _arenas("limited") <= hygiene.MALLOC_ARENAS

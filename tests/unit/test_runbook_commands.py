@@ -507,7 +507,7 @@ def _fill(command: click.Command, args: list[str], prose: bool) -> list[str]:
 def parse(argv: tuple[str, ...], mention: bool = False, prose: bool = False) -> None:
     """Parse `dr ARGV` as click would, down to the last (sub)command; nothing runs.
     Raises click.UsageError (or a subclass) when it does not parse."""
-    _register_commands()  # as main() does
+    _register_commands()  # every command, as `dr --help` lists them
     command: click.Command = cli
     ctx: click.Context | None = None
     args = list(argv)
