@@ -249,3 +249,17 @@ def test_plot_series() -> None:
     by_size, by_count = report.plot_series(sample_results())
     assert by_size[0] == ("dr backup", [(56.0, 1.3), (1075.0, 13.0)])
     assert by_count == [("dr drill (RTO)", [(1002.0, 10.0)]), ("bare script", [(1002.0, 12.5)])]
+
+
+def test_the_bench_compiles_dr_as_an_installed_dr_is_compiled() -> None:
+    """Under PYTHONDONTWRITEBYTECODE (this machine sets it) an editable dr would compile
+    every module in every timed process; the bench writes the bytecode first."""
+    import importlib.util
+
+    from bench.runner import ROOT, compile_dr
+
+    source = ROOT / "dr" / "cli" / "main.py"
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    cached.unlink(missing_ok=True)
+    compile_dr()
+    assert cached.is_file() and cached.stat().st_size > 0

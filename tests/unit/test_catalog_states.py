@@ -87,3 +87,28 @@ def test_catalog_json_round_trip_and_counts() -> None:
     again = Catalog.from_json(catalog.to_json())
     assert again.secrets == catalog.secrets
     assert again.counts()["secrets"] == 2 and again.counts()[UNCERTAIN] == 1
+
+
+def test_catalog_json_writes_every_field_of_an_entry_and_leaves_out_only_none() -> None:
+    import dataclasses
+
+    full = SecretEntry(
+        "app/",
+        "a",
+        2,
+        STABLE,
+        namespace="team/",
+        version=3,
+        deleted=True,
+        destroyed=False,
+        current_version=4,
+        created_time="2026-11-01T00:00:00Z",
+        updated_time="2026-11-02T00:00:00Z",
+        version_time="2026-11-01T12:00:00Z",
+    )
+    sparse = SecretEntry("legacy/", "b", 1, UNCERTAIN)
+    catalog = Catalog("prod", "20261126T060000Z-3f9a1c", START, END, secrets=[full, sparse])
+    written = catalog.to_json()["secrets"]
+    assert written[0] == dataclasses.asdict(full)
+    assert written[1] == {k: v for k, v in dataclasses.asdict(sparse).items() if v is not None}
+    assert Catalog.from_json(catalog.to_json()).secrets == [full, sparse]
