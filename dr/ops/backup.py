@@ -7,7 +7,9 @@ Order matters (restic's "write data, then index, then snapshot"):
 3. list kv-v1 paths, then stream the snapshot through the checker and the encryptor
    into the store (threads, dr/ops/pipeline.py) while the server clock is calibrated
    beside it;
-4. walk the catalog (list and metadata only), encrypt it, store it;
+4. walk the catalog (list and metadata only) from the moment the snapshot's body is
+   read whole and checked, beside the upload's last parts (dr/ops/catalogwalk.py);
+   encrypt it, store it once the snapshot is stored;
 5. write manifest.json, the commit marker: only now is the backup listed.
 On any failure the objects this run wrote are deleted and no manifest is written. What a
 kill leaves has no manifest: it is never listed or restored, and is for retention to
@@ -43,6 +45,7 @@ from dr.manifest import (
     ObjectRecord,
     new_backup_id,
 )
+from dr.ops.catalogwalk import CatalogWalk
 from dr.ops.locking import cluster_lock
 from dr.ops.pipeline import SnapshotPipeline
 from dr.progress import NullProgress, Progress
@@ -179,6 +182,7 @@ def _backup(
     walker.prewalk()
 
     written: list[ObjectRef] = []
+    walk: CatalogWalk | None = None
     try:
         # The server clock is calibrated beside the stream, not before it (up to 1.3 s
         # saved): the window is made of local instants taken around the stream, mapped
@@ -193,6 +197,10 @@ def _backup(
             snap_ctx,
             frame_size=config.encryption.frame_size,
         ) as pipeline:
+            # The walk starts once the body is read and checked, beside the upload's
+            # last parts (dr/ops/catalogwalk.py).
+            walk = CatalogWalk(walker, pipeline, calibration, began, config.cluster, backup_id)
+            walk.start()
             snap_ref = store.put_stream(
                 layout.key(backup_id, SNAPSHOT_NAME),
                 pipeline,
@@ -200,13 +208,9 @@ def _backup(
                 progress=progress,
                 overwrite=False,  # write once: If-None-Match, as the bucket policy demands
             )
-        ended = time.time()  # after the last byte of the body was read
         written.append(snap_ref)
         progress.finish()
         snap_reader = pipeline.envelope
-        clock = calibration.result()
-        window_start = clock.earliest(began)
-        window_end = clock.latest(ended)
         info = pipeline.checker.finish()
         log.info(
             "snapshot stored: %d bytes, raft index %d term %d",
@@ -220,7 +224,9 @@ def _backup(
             },
         )
 
-        catalog = walker.walk(config.cluster, backup_id, window_start, window_end)
+        walked = walk.result()
+        catalog, clock = walked.catalog, walked.clock
+        window_start, window_end = walked.window_start, walked.window_end
         catalog_json = json.dumps(catalog.to_json(), separators=(",", ":")).encode()
         cat_ctx = layout.context(backup_id, CATALOG_NAME)
         cat_reader = EncryptingReader(
@@ -294,6 +300,8 @@ def _backup(
         )
     except BaseException:
         progress.finish()
+        if walk is not None:
+            walk.cancel()
         _discard(store, written)
         raise
     seconds = time.monotonic() - started

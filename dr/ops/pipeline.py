@@ -172,6 +172,15 @@ class SnapshotPipeline:
             raise RuntimeError("SnapshotPipeline.plaintext_sha256 is known only after EOF")
         return info.sha256
 
+    def wait_checked(self) -> bool:
+        """Block until the whole snapshot has been read and has passed every check: True.
+        False when the pipeline stopped first (a failure, which the store's read raises,
+        or abort()). Any thread may wait; the catalog walk does (dr/ops/catalogwalk.py)."""
+        while not self._checked.wait(POLL):
+            if self._stop.is_set():
+                return self._checked.is_set()
+        return True
+
     @property
     def error(self) -> BaseException | None:
         """The first failure of any stage (None while all is well)."""

@@ -2,7 +2,10 @@
 
 Standbys and proxies have returned empty or cut-off snapshots (FACTS.md); a real
 server does not do it on demand, so this proxy forwards every request unchanged except
-GET /v1/sys/storage/raft/snapshot, whose body it empties, truncates, or replaces.
+GET /v1/sys/storage/raft/snapshot, whose body it empties, truncates, or replaces. Mode
+`auth_fails_after_snapshot` passes the snapshot and then answers every GET of
+sys/auth with a 500: the catalog walk (which reads it, and starts once the snapshot is
+read) fails while or after the snapshot is uploaded.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ SNAPSHOT_PATH = "/v1/sys/storage/raft/snapshot"
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     upstream: str = ""
-    mode: str = "pass"  # pass | empty | truncate | html | slow
+    mode: str = "pass"  # pass | empty | truncate | html | slow | auth_fails_after_snapshot
+    snapshot_served = False  # set on the per-proxy subclass once a snapshot body went out
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -29,6 +33,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        if (
+            self.mode == "auth_fails_after_snapshot"
+            and type(self).snapshot_served
+            and self.command == "GET"
+            and self.path.startswith("/v1/sys/auth")
+        ):
+            reply = b'{"errors":["injected by the test proxy"]}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host",)}
         resp = requests.request(
             self.command, self.upstream + self.path, data=body, headers=headers, timeout=60
@@ -61,6 +78,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 time.sleep(0.05)
             return
         self.wfile.write(content)
+        if self.path.startswith(SNAPSHOT_PATH) and self.command == "GET":
+            type(self).snapshot_served = True
 
     do_GET = do_PUT = do_POST = do_DELETE = do_LIST = _forward
 

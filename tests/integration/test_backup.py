@@ -359,6 +359,33 @@ def test_damaged_snapshot_never_becomes_a_backup(
     assert listed["backups"] == [] and listed["incomplete"] == []
 
 
+def test_a_catalog_walk_failing_beside_the_upload_leaves_no_backup(
+    tmp_path: Path, bao: Any, seaweed: Any, versioned_bucket: str
+) -> None:
+    """The walk starts once the snapshot is read and checked, in its own thread, while
+    the last parts upload (dr/ops/catalogwalk.py). Its failure must still end the run
+    with the Vault error, and the snapshot it had stored must be deleted."""
+    from tests.integration.faultproxy import fault_proxy
+
+    with fault_proxy(bao.addr, "auth_fails_after_snapshot") as addr:
+        config = write_config(
+            tmp_path,
+            addr=addr,
+            storage=s3_storage(seaweed, versioned_bucket),
+            recipients=[keyfile_recipient(tmp_path)],
+        )
+        proc = run_dr("-v", "backup", config=config, token=bao.root_token)
+    assert proc.returncode == ExitCode.VAULT, proc.stderr
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "sys/auth" in line and "500" in line, line
+    assert "snapshot stored" in proc.stderr  # the snapshot was whole and uploaded,
+    # and is deleted again:
+    versions = _backup_versions(seaweed.client().list_object_versions(Bucket=versioned_bucket))
+    assert not versions, versions
+    _no_manifest(seaweed, versioned_bucket)
+
+
 def test_sigterm_mid_backup_leaves_nothing_that_looks_whole(
     tmp_path: Path, bao: Any, seaweed: Any, versioned_bucket: str
 ) -> None:

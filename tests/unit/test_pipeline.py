@@ -229,3 +229,24 @@ def test_threads_are_daemons() -> None:
 def test_depths_must_be_positive() -> None:
     with pytest.raises(ValueError):
         pipeline(iter([]), depth=0)
+
+
+def test_wait_checked_is_true_once_the_whole_snapshot_passed() -> None:
+    raw = snapshot(200_000)
+    with pipeline(chunked(raw, 4_096)) as pipe:
+        waited: list[bool] = []
+        waiter = threading.Thread(target=lambda: waited.append(pipe.wait_checked()))
+        waiter.start()
+        got = read_all(pipe)
+        waiter.join(5)
+    assert waited == [True]
+    assert decrypt_bytes(got, KEY, CONTEXT) == raw
+
+
+def test_wait_checked_is_false_when_the_check_fails() -> None:
+    raw = snapshot(200_000)
+    cut = raw[: len(raw) - 10]
+    with pipeline(chunked(cut, 4_096)) as pipe:
+        with pytest.raises(SnapshotError):
+            read_all(pipe)
+        assert pipe.wait_checked() is False
