@@ -405,8 +405,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["**Interrupted: partial results.**", ""]
 
     if benches.get("backup"):
+        backup_runs = sorted(
+            {
+                int(v["median"].get("n", 0))
+                for entry in benches["backup"]
+                for v in entry.get("variants", {}).values()
+            }
+        )
         lines += [
             "#### Backup: `dr backup` vs the bare stream and the cron script",
+            "",
+            f"Medians of {'/'.join(str(n) for n in backup_runs)} runs each, after one "
+            "untimed warm-up run of each variant.",
             "",
             *table(
                 ("snapshot", "what", "wall", "MB/s", "peak RSS", "CPU", "vs bare", "vs cron"),

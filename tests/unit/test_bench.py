@@ -205,6 +205,15 @@ def test_markdown() -> None:
         "| 1024 MB (1075 MB) | dr backup | 13.00 s | 19 | 140 MB | 6.50 s | 1.62x | 1.30x |" in md
     )
     assert "|  | bare stream | 8.00 s |" in md
+    n = {
+        v["median"]["n"]
+        for e in sample_results()["benchmarks"]["backup"]
+        for v in e["variants"].values()
+    }
+    assert (
+        f"Medians of {'/'.join(str(x) for x in sorted(n))} runs each, after one untimed warm-up"
+        in md
+    )
     assert "| 250 MB (262 MB) | dr restore | 11.00 s |" in md and "1.22x |" in md
     assert "| 1,002 | dr drill | 10.00 s | 14.00 s | 120 MB | 7.00 s | 0.80x |" in md
     assert "Envelope/raw: encrypt 85%, decrypt 75%." in md
