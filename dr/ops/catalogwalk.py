@@ -8,9 +8,16 @@ while Vault sits idle. The walk (list and metadata reads, ~50 ms for 500 secrets
 for 100k) runs in that time instead of after it. It takes the conn's pooled connections,
 as the clock calibration does beside the stream; nothing else uses the client then.
 
-The window's end is the local clock read when the checks passed: after the body's last
-byte was read, so it still bounds the snapshot's instant, and closer to it than the end
-of the upload was. A failure of the walk (or of the calibration, whose result it takes
+It starts when the store has read the envelope to its end (SnapshotPipeline
+.wait_drained: only after every check passed), when no part buffer is allocated any
+more. Its objects then came on top of the parts still in flight: ~4 MB above the
+streaming peak at 1 GB (peak RSS 134.6 MB against 130.4, medians of 3). Handing the
+emptied queues' freed buffers back first (hygiene.release_free_memory) left ~3 MB
+(131.7 against 128.9).
+
+The window's end is the local clock read at that moment: after the body's last byte
+was read, so it still bounds the snapshot's instant, and closer to it than the end of
+the upload was. A failure of the walk (or of the calibration, whose result it takes
 first) is raised, the same object, from result() in the caller's thread; a backup that
 fails elsewhere cancels the walk, which stops at its next progress tick.
 """
@@ -21,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dr.hygiene import release_free_memory
 from dr.ops.pipeline import SnapshotPipeline
 from dr.vault.catalog import Catalog, CatalogWalker
 from dr.vault.clock import BackgroundCalibration, ServerClock
@@ -78,9 +86,10 @@ class CatalogWalk:
 
     def _run(self) -> None:
         try:
-            if not self._pipeline.wait_checked():
+            if not self._pipeline.wait_drained():
                 return  # the stream failed or was stopped: the store raises why
             ended = time.time()  # after the body's last byte was read and checked
+            release_free_memory()  # the emptied queues' buffers, before the walk's objects
             if self._cancelled.is_set():
                 return
             clock = self._calibration.result()

@@ -118,6 +118,7 @@ class SnapshotPipeline:
         self._piece: bytes = b""
         self._pos = 0
         self._eof = False
+        self._drained = threading.Event()  # the store read the envelope to its end
         self._threads = [
             threading.Thread(target=self._guard, args=(stage,), name=name, daemon=True)
             for name, stage in (
@@ -172,13 +173,15 @@ class SnapshotPipeline:
             raise RuntimeError("SnapshotPipeline.plaintext_sha256 is known only after EOF")
         return info.sha256
 
-    def wait_checked(self) -> bool:
-        """Block until the whole snapshot has been read and has passed every check: True.
+    def wait_drained(self) -> bool:
+        """Block until the store has read the envelope to its end: True. That end comes
+        only after the whole snapshot was read and passed every check, and after it the
+        store allocates no more part buffers (it only finishes the uploads in flight).
         False when the pipeline stopped first (a failure, which the store's read raises,
         or abort()). Any thread may wait; the catalog walk does (dr/ops/catalogwalk.py)."""
-        while not self._checked.wait(POLL):
+        while not self._drained.wait(POLL):
             if self._stop.is_set():
-                return self._checked.is_set()
+                return self._drained.is_set()
         return True
 
     @property
@@ -201,6 +204,7 @@ class SnapshotPipeline:
                 item = self._take()
                 if item is _END:
                     self._eof = True
+                    self._drained.set()
                     self._piece, self._pos = b"", 0
                     break
                 self._piece, self._pos = item, 0

@@ -63,7 +63,7 @@ def walk_of(pipe: Any, walker: Walker, calibration: Calibration | None = None) -
     return CatalogWalk(walker, pipe, calibration or Calibration(), began, "prod", "id-1")  # type: ignore[arg-type]
 
 
-def test_the_walk_starts_after_the_body_is_read_and_checked_and_before_the_store_ends() -> None:
+def test_the_walk_starts_once_the_checked_envelope_is_read_and_before_the_store_ends() -> None:
     raw = snapshot(300_000)
     walker = Walker()
     with pipeline(chunked(raw, 4_096)) as pipe:
@@ -71,11 +71,13 @@ def test_the_walk_starts_after_the_body_is_read_and_checked_and_before_the_store
         time.sleep(0.1)
         assert walker.calls == []  # nothing read yet: the stream is held by the queues
         read_all(pipe)
+        time.sleep(0.2)  # the store's last parts still uploading
         stored = time.time()
         result = walk.result()
     assert len(walker.calls) == 1
     walked_at, start, end = walker.calls[0]
     assert walked_at >= end - 1.0  # the window closed (local clock) before the walk began
+    assert walked_at < stored  # beside the upload's tail, not after it
     assert end - 1.0 <= stored  # and its end is not the end of the upload but before it
     assert result.catalog.window_end == end and result.window_start == start
     assert result.clock.uncertainty == 0.01

@@ -74,3 +74,37 @@ def test_malloc_arenas_are_capped_for_the_memory_bound() -> None:
     # The control shows that the threads do make arenas of their own without the cap.
     assert _arenas("default") > hygiene.MALLOC_ARENAS
     assert 1 <= _arenas("limited") <= hygiene.MALLOC_ARENAS
+
+
+_TRIM = """
+import sys
+from dr import hygiene
+def rss_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+# 1 MiB buffers, as the pipeline's: with mmap's threshold raised by a freed one, glibc
+# keeps them in its heap, resident after free; a small block allocated last pins the
+# heap's top, so only malloc_trim gives the pages below it back.
+first = bytearray(1 << 20)
+del first
+keep = [bytearray(1 << 20) for _ in range(40)]
+pin = bytearray(600_000)  # placed at the top: no free chunk below is as large
+del keep
+before = rss_kib()
+if sys.argv[1] == "trim":
+    hygiene.release_free_memory()
+print(before - rss_kib())
+"""
+
+
+def test_release_free_memory_gives_freed_heap_pages_back() -> None:
+    def freed(mode: str) -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", _TRIM, mode], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+        return int(proc.stdout.strip())
+
+    assert freed("trim") > 30 * 1024  # most of the 40 MiB, in KiB
+    assert freed("keep") < 5 * 1024

@@ -231,11 +231,11 @@ def test_depths_must_be_positive() -> None:
         pipeline(iter([]), depth=0)
 
 
-def test_wait_checked_is_true_once_the_whole_snapshot_passed() -> None:
+def test_wait_drained_is_true_once_the_store_read_the_whole_checked_envelope() -> None:
     raw = snapshot(200_000)
     with pipeline(chunked(raw, 4_096)) as pipe:
         waited: list[bool] = []
-        waiter = threading.Thread(target=lambda: waited.append(pipe.wait_checked()))
+        waiter = threading.Thread(target=lambda: waited.append(pipe.wait_drained()))
         waiter.start()
         got = read_all(pipe)
         waiter.join(5)
@@ -243,10 +243,10 @@ def test_wait_checked_is_true_once_the_whole_snapshot_passed() -> None:
     assert decrypt_bytes(got, KEY, CONTEXT) == raw
 
 
-def test_wait_checked_is_false_when_the_check_fails() -> None:
+def test_wait_drained_is_false_when_the_check_fails() -> None:
     raw = snapshot(200_000)
     cut = raw[: len(raw) - 10]
     with pipeline(chunked(cut, 4_096)) as pipe:
         with pytest.raises(SnapshotError):
             read_all(pipe)
-        assert pipe.wait_checked() is False
+        assert pipe.wait_drained() is False
