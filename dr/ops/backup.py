@@ -7,9 +7,9 @@ Order matters (restic's "write data, then index, then snapshot"):
 3. list kv-v1 paths, then stream the snapshot through the checker and the encryptor
    into the store (threads, dr/ops/pipeline.py) while the server clock is calibrated
    beside it;
-4. walk the catalog (list and metadata only) from the moment the snapshot's body is
-   read whole and checked, beside the upload's last parts (dr/ops/catalogwalk.py);
-   encrypt it, store it once the snapshot is stored;
+4. walk the catalog (list and metadata only) from the moment the store has read the
+   whole envelope (so the snapshot's body was read and checked), beside the upload's
+   last parts (dr/ops/catalogwalk.py); encrypt it, store it once the snapshot is;
 5. write manifest.json, the commit marker: only now is the backup listed.
 On any failure the objects this run wrote are deleted and no manifest is written. What a
 kill leaves has no manifest: it is never listed or restored, and is for retention to
@@ -197,8 +197,8 @@ def _backup(
             snap_ctx,
             frame_size=config.encryption.frame_size,
         ) as pipeline:
-            # The walk starts once the body is read and checked, beside the upload's
-            # last parts (dr/ops/catalogwalk.py).
+            # The walk starts once the store has read the whole (checked) envelope,
+            # beside the upload's last parts (dr/ops/catalogwalk.py).
             walk = CatalogWalk(walker, pipeline, calibration, began, config.cluster, backup_id)
             walk.start()
             snap_ref = store.put_stream(

@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dr.background import Background
 from dr.hygiene import release_free_memory
 from dr.ops.pipeline import SnapshotPipeline
 from dr.vault.catalog import Catalog, CatalogWalker
@@ -69,13 +70,11 @@ class CatalogWalk:
         self._cluster = cluster
         self._backup_id = backup_id
         self._cancelled = threading.Event()
-        self._result: WalkResult | None = None
-        self._error: BaseException | None = None
         self._progress = walker.progress
-        self._thread = threading.Thread(target=self._run, name="dr-catalog-walk", daemon=True)
+        self._task = Background(self._run, "dr-catalog-walk")
 
     def start(self) -> CatalogWalk:
-        self._thread.start()
+        self._task.start()
         return self
 
     def _tick(self, done: int) -> None:
@@ -84,37 +83,33 @@ class CatalogWalk:
         if self._progress is not None:
             self._progress(done)
 
-    def _run(self) -> None:
+    def _run(self) -> WalkResult | None:
+        """None when the walk did not run: the stream failed or stopped (the store
+        raises why), or the backup was cancelled."""
+        if not self._pipeline.wait_drained():
+            return None
+        ended = time.time()  # after the body's last byte was read and checked
+        release_free_memory()  # the emptied queues' buffers, before the walk's objects
+        if self._cancelled.is_set():
+            return None
+        clock = self._calibration.result()
+        window_start, window_end = clock.earliest(self._began), clock.latest(ended)
+        self._walker.progress = self._tick
         try:
-            if not self._pipeline.wait_drained():
-                return  # the stream failed or was stopped: the store raises why
-            ended = time.time()  # after the body's last byte was read and checked
-            release_free_memory()  # the emptied queues' buffers, before the walk's objects
-            if self._cancelled.is_set():
-                return
-            clock = self._calibration.result()
-            window_start, window_end = clock.earliest(self._began), clock.latest(ended)
-            self._walker.progress = self._tick
             catalog = self._walker.walk(self._cluster, self._backup_id, window_start, window_end)
-            self._result = WalkResult(catalog, clock, window_start, window_end)
         except _Cancelled:
-            pass
-        except BaseException as exc:  # handed to result(), in the caller's thread
-            self._error = exc
+            return None
+        return WalkResult(catalog, clock, window_start, window_end)
 
     def result(self) -> WalkResult:
         """The walk, once it ended; raises what it raised. The join is interruptible."""
-        while self._thread.is_alive():
-            self._thread.join(0.1)
-        if self._error is not None:
-            raise self._error
-        if self._result is None:
+        walked = self._task.result()
+        if walked is None:
             # Only after a stopped pipeline, whose error the store has raised before.
             raise RuntimeError("the catalog walk did not run: the snapshot stream stopped")
-        return self._result
+        return walked
 
     def cancel(self) -> None:
         """The backup failed: stop the walk at its next progress tick, wait a little."""
         self._cancelled.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(JOIN_TIMEOUT)
+        self._task.join(JOIN_TIMEOUT)

@@ -117,7 +117,6 @@ class SnapshotPipeline:
         self._error: BaseException | None = None
         self._piece: bytes = b""
         self._pos = 0
-        self._eof = False
         self._drained = threading.Event()  # the store read the envelope to its end
         self._threads = [
             threading.Thread(target=self._guard, args=(stage,), name=name, daemon=True)
@@ -169,7 +168,7 @@ class SnapshotPipeline:
     def plaintext_sha256(self) -> str:
         """sha256 (hex) of the snapshot as received and encrypted: the checker's."""
         info = self.checker.info
-        if info is None or not self._eof:
+        if info is None or not self._drained.is_set():
             raise RuntimeError("SnapshotPipeline.plaintext_sha256 is known only after EOF")
         return info.sha256
 
@@ -199,11 +198,10 @@ class SnapshotPipeline:
         got = 0
         while limit is None or got < limit:
             if self._pos == len(self._piece):
-                if self._eof:
+                if self._drained.is_set():
                     break
                 item = self._take()
                 if item is _END:
-                    self._eof = True
                     self._drained.set()
                     self._piece, self._pos = b"", 0
                     break

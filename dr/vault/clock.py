@@ -13,11 +13,12 @@ about two round trips. Then any local instant maps to a server-time interval.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from dr.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +85,10 @@ class BackgroundCalibration:
     """
 
     def __init__(self, server_seconds: Callable[[], int], **options: Any) -> None:
-        self._clock: ServerClock | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(server_seconds, options), name="dr-clock", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, server_seconds: Callable[[], int], options: dict[str, Any]) -> None:
-        try:
-            self._clock = calibrate(server_seconds, **options)
-        except BaseException as exc:  # handed to result(), in the caller's thread
-            self._error = exc
+        self._task = Background(lambda: calibrate(server_seconds, **options), "dr-clock")
+        self._task.start()
 
     def result(self) -> ServerClock:
         """The calibration; raises what it raised. Waits for it to end (the join is
         interruptible: a signal still reaches the caller)."""
-        while self._thread.is_alive():
-            self._thread.join(0.1)
-        if self._error is not None:
-            raise self._error
-        assert self._clock is not None
-        return self._clock
+        return self._task.result()

@@ -326,6 +326,16 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.USAGE and "line" in line and "YAML" in line
 
 
+def _proxied_config(tmp_path: Path, addr: str, seaweed: Any, bucket: str) -> Path:
+    """A config whose Vault is `addr` (a fault proxy in front of the real server)."""
+    return write_config(
+        tmp_path,
+        addr=addr,
+        storage=s3_storage(seaweed, bucket),
+        recipients=[keyfile_recipient(tmp_path)],
+    )
+
+
 @pytest.mark.parametrize(
     ("mode", "words"),
     [
@@ -340,12 +350,7 @@ def test_damaged_snapshot_never_becomes_a_backup(
     from tests.integration.faultproxy import fault_proxy
 
     with fault_proxy(bao.addr, mode) as addr:
-        config = write_config(
-            tmp_path,
-            addr=addr,
-            storage=s3_storage(seaweed, versioned_bucket),
-            recipients=[keyfile_recipient(tmp_path)],
-        )
+        config = _proxied_config(tmp_path, addr, seaweed, versioned_bucket)
         proc = run_dr("backup", config=config, token=bao.root_token)
     line = one_line_error(proc)
     assert proc.returncode == ExitCode.SNAPSHOT, line
@@ -368,12 +373,7 @@ def test_a_catalog_walk_failing_beside_the_upload_leaves_no_backup(
     from tests.integration.faultproxy import fault_proxy
 
     with fault_proxy(bao.addr, "auth_fails_after_snapshot") as addr:
-        config = write_config(
-            tmp_path,
-            addr=addr,
-            storage=s3_storage(seaweed, versioned_bucket),
-            recipients=[keyfile_recipient(tmp_path)],
-        )
+        config = _proxied_config(tmp_path, addr, seaweed, versioned_bucket)
         proc = run_dr("-v", "backup", config=config, token=bao.root_token)
     assert proc.returncode == ExitCode.VAULT, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -396,12 +396,7 @@ def test_sigterm_mid_backup_leaves_nothing_that_looks_whole(
     from tests.integration.faultproxy import fault_proxy
 
     with fault_proxy(bao.addr, "slow") as addr:
-        config = write_config(
-            tmp_path,
-            addr=addr,
-            storage=s3_storage(seaweed, versioned_bucket),
-            recipients=[keyfile_recipient(tmp_path)],
-        )
+        config = _proxied_config(tmp_path, addr, seaweed, versioned_bucket)
         proc = subprocess.Popen(
             [sys.executable, "-m", "dr", "-c", str(config), "-v", "backup"],
             stdout=subprocess.PIPE,

@@ -44,6 +44,6 @@ def test_its_failure_is_raised_by_result() -> None:
 
 def test_no_tick_falls_back_to_whole_seconds_and_the_thread_is_a_daemon() -> None:
     calibration = BackgroundCalibration(lambda: 1000, max_wait=0.05)
-    assert calibration._thread.daemon
+    assert calibration._task._thread.daemon
     clock = calibration.result()
     assert 0.9 < clock.uncertainty < 1.2
